@@ -1,0 +1,98 @@
+"""Agreement between two sets of RadGraph-format annotations (e.g. ours vs RadGraph-XL).
+
+Used by ``bench/bench_annotator.py`` and the dev-data test.  Definitions (micro-averaged over
+reports)::
+
+    entity (span)    (start_ix, end_ix, label)             over the same tokenisation
+    entity (tokens)  (lower-cased tokens, label), a set per report
+    entity (partial) (tokens, label, has-a-relation): the unit of F1-RadGraph "partial"
+    relation         (source span, source label, target span, target label, relation type)
+
+``f1radgraph_pearson`` samples random report pairs (i, j): x = F1-RadGraph between the reference
+annotations of i and j, y = the same with the hypothesis annotations, and returns Pearson(x, y);
+F1-RadGraph is ``radgraph.rewards.compute_reward`` (imported lazily; radgraph is a dependency).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Any
+
+Ann = dict[str, Any]
+
+
+def _spans(ann: Ann) -> set[tuple[int, int, str]]:
+    return {(e["start_ix"], e["end_ix"], e["label"]) for e in ann.get("entities", {}).values()}
+
+
+def _tokens(ann: Ann) -> set[tuple[str, str]]:
+    return {(e["tokens"].lower(), e["label"]) for e in ann.get("entities", {}).values()}
+
+
+def _partial(ann: Ann) -> set[tuple[str, str, bool]]:
+    # the unit F1-RadGraph "partial" compares: (tokens, label, has a relation)
+    return {(e["tokens"], e["label"], bool(e["relations"])) for e in ann.get("entities", {}).values()}
+
+
+def _rels(ann: Ann) -> set[tuple[Any, ...]]:
+    ents = ann.get("entities", {})
+    out = set()
+    for e in ents.values():
+        for rel, tgt in e["relations"]:
+            t = ents.get(tgt)
+            if t is None:
+                continue
+            out.add((e["start_ix"], e["end_ix"], e["label"], t["start_ix"], t["end_ix"], t["label"], rel))
+    return out
+
+
+def _prf(tp: int, n_hyp: int, n_ref: int) -> dict[str, float]:
+    p = tp / n_hyp if n_hyp else 0.0
+    r = tp / n_ref if n_ref else 0.0
+    f = 2 * p * r / (p + r) if p + r else 0.0
+    return {"precision": p, "recall": r, "f1": f}
+
+
+def agreement(hyps: Sequence[Ann], refs: Sequence[Ann]) -> dict[str, dict[str, float]]:
+    """Micro P/R/F1 of entities (span and token-string) and relations.
+
+    Returns ``{"entity": {"precision", "recall", "f1"}, "entity_tokens": {...}, "entity_partial": {...},
+    "relation": {...}}``.
+    """
+    acc = {k: [0, 0, 0] for k in ("entity", "entity_tokens", "entity_partial", "relation")}
+    for h, r in zip(hyps, refs, strict=True):
+        for key, fn in (
+            ("entity", _spans),
+            ("entity_tokens", _tokens),
+            ("entity_partial", _partial),
+            ("relation", _rels),
+        ):
+            hs, rs = fn(h), fn(r)
+            acc[key][0] += len(hs & rs)
+            acc[key][1] += len(hs)
+            acc[key][2] += len(rs)
+    return {k: _prf(*v) for k, v in acc.items()}
+
+
+def f1radgraph_pearson(
+    hyps: Sequence[Ann], refs: Sequence[Ann], *, n_pairs: int = 2000, level: str = "partial", seed: int = 0
+) -> float:
+    """Pearson correlation of F1-RadGraph(``level``) on random report pairs (see module doc)."""
+    from radgraph.rewards import compute_reward
+
+    n = len(refs)
+    if n < 2:
+        return float("nan")
+    rng = random.Random(seed)
+    xs: list[float] = []
+    ys: list[float] = []
+    for _ in range(n_pairs):
+        i, j = rng.sample(range(n), 2)
+        xs.append(float(compute_reward(refs[i], refs[j], level)))
+        ys.append(float(compute_reward(hyps[i], hyps[j], level)))
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
+    sxx = sum((x - mx) ** 2 for x in xs)
+    syy = sum((y - my) ** 2 for y in ys)
+    return sxy / (sxx * syy) ** 0.5 if sxx > 0 and syy > 0 else float("nan")

@@ -1,0 +1,726 @@
+"""Rule- and lexicon-based RadGraph-style annotator (offline stand-in for RadGraph-XL).
+
+``annotate(texts)`` returns, per text, a dict in RadGraph's own output format::
+
+    {"text": "Mild left basal atelectasis ; no pneumonia .",      # tokens joined by " "
+     "entities": {"1": {"tokens": "Mild", "label": "Observation::definitely present",
+                        "start_ix": 0, "end_ix": 0, "relations": [["modify", "3"]]},
+                  "2": {"tokens": "left basal", "label": "Anatomy::definitely present",
+                        "start_ix": 1, "end_ix": 2, "relations": []},
+                  "3": {"tokens": "atelectasis", "label": "Observation::definitely present",
+                        "start_ix": 3, "end_ix": 3, "relations": [["located_at", "2"]]},
+                  "4": {"tokens": "pneumonia", "label": "Observation::definitely absent",
+                        "start_ix": 6, "end_ix": 6, "relations": []}},
+     "data_source": None, "data_split": "inference"}
+
+Entity ids are strings "1".."n" in order of ``start_ix``; ``start_ix``/``end_ix`` are inclusive
+token indices into ``text.split()``; relations are ``modify``, ``located_at``, ``suggestive_of``.
+The output can be fed straight to ``radgraph.rewards.compute_reward``.
+
+Pipeline (all per sentence, deterministic, pure Python):
+
+1. tokenise exactly as RadGraph-XL's preprocessing (``wordpunct`` plus its fix-ups);
+2. find entities: multi-token phrases (longest match), hyphenated compounds, then single words
+   from :mod:`radlab.clinical.lexicon`;
+3. certainty: NegEx-style pre/post negation and uncertainty cues whose scope ends at sentence
+   punctuation or a conjunction such as "but"/"however" (anatomy is always "definitely present",
+   as in RadGraph-XL output);
+4. relations: anatomy phrases get an internal head ("lung" in "right lung base") that the other
+   anatomy words ``modify``; observation modifiers ``modify`` the finding they describe; a finding
+   is ``located_at`` the head of an adjacent anatomy phrase or of an anatomy phrase introduced by a
+   preposition ("at the bases"); "may represent"-type cues give ``suggestive_of``.
+
+Results are memoised per text in a bounded LRU cache; the cache stores immutable tuples and every
+call builds fresh dicts, so callers may mutate what they receive.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from radlab.clinical import lexicon as L
+
+#: Longest input (characters) that is annotated; longer texts are cut.  Real reports are a few
+#: hundred to a few thousand characters; the cap bounds time and memory on junk input.
+MAX_CHARS = 20_000
+
+LABEL_ANAT = "Anatomy::definitely present"
+LABEL_PRESENT = "Observation::definitely present"
+LABEL_ABSENT = "Observation::definitely absent"
+LABEL_UNCERTAIN = "Observation::uncertain"
+
+_WORDPUNCT = re.compile(r"\w+|[^\w\s]+")
+_WS = re.compile(r"\s+")
+
+# Token classes (see lexicon module docstring).
+A_HEAD, A_PRE, A_PART, O_HEAD, O_PRE, O_POST, O_PART, O_ATTR = "AH", "AP", "AT", "OH", "OP", "OS", "OT", "OA"
+
+_OBS_PARTS = frozenset({"changes", "process"})
+# Device attributes that modify the device they belong to ("tip of the tube").
+_OBS_ATTRS = frozenset({"tip", "end", "distal end", "course", "position", "placement", "placements"})
+_POST_PHRASES = frozenset({"in place", "decreased in extent", "small in size", "adequately placed"})
+_DEVICES = frozenset(
+    "tube tubes line lines catheter catheters tip picc leads lead pacemaker pacer wires stent drain drains sheath port".split()
+)
+_GLUE = frozenset({"-", "to", "/"})
+_COORD = frozenset({",", "and", "or"})
+# Words allowed between a subject and its status word ("the heart size is normal").
+_COPULA = frozenset(
+    "is are was were be been has have had remain remains remained appear appears appeared seem seems "
+    "now still again overall otherwise also essentially somewhat slightly not likely probably all , ,".split()
+)
+_CHEST_NEXT = frozenset({"tube", "tubes", "wall", "walls", "cage"})
+_PATIENT_POSE = frozenset({"patient", "supine", "upright", "erect", "semi", "semiupright", "recumbent"})
+_POSITION_ADJ = frozenset({"low", "distal", "proximal", "high"})
+_LEVEL_ALL = frozenset({"lower", "upper", "mid", "middle"})
+_LEVEL_CONT = frozenset({"and", "or", ",", "to", "-", "/"})
+_SENT_END = frozenset({".", ";", "!", "?", ":"})
+
+
+@dataclass(frozen=True)
+class Lexicon:
+    """Word classes and phrases the annotator matches (see :mod:`radlab.clinical.lexicon`).
+
+    ``words`` maps a lower-case token to a class code; ``phrases`` maps a token tuple to "A"/"O".
+    """
+
+    words: dict[str, str]
+    phrases: dict[tuple[str, ...], str]
+    max_phrase: int = 1
+    phrase_first: frozenset[str] = frozenset()
+
+
+def build_lexicon(
+    extra_words: dict[str, str] | None = None,
+    extra_phrases: dict[tuple[str, ...], str] | None = None,
+    *,
+    use_learned: bool = True,
+) -> Lexicon:
+    """Build a :class:`Lexicon`: the curated lexicon, then ``extra_words`` / ``extra_phrases``,
+    then (``use_learned``) the frozen learned words of :mod:`radlab.clinical.lexicon_learned`.
+    Earlier sources win.  Cross-validation passes ``use_learned=False`` plus words learned on the
+    training folds."""
+    words: dict[str, str] = {}
+    # Later groups do not override earlier ones: anatomy first, then findings, then modifiers.
+    for group, code in (
+        (L.ANAT_PRE, A_PRE),
+        (L.ANAT_PART, A_PART),
+        (L.ANAT_HEAD, A_HEAD),
+        (L.OBS_POST, O_POST),
+        (L.OBS_HEAD, O_HEAD),
+        (L.OBS_PRE, O_PRE),
+    ):
+        for w in group:
+            words.setdefault(w, code)
+    for w in _OBS_PARTS:
+        words[w] = O_PART
+    for w in _OBS_ATTRS:
+        words[w] = O_ATTR
+    for w, c in (extra_words or {}).items():
+        words.setdefault(w, c)
+    if use_learned:
+        from radlab.clinical.lexicon_learned import LEARNED_WORDS
+
+        for w, c in LEARNED_WORDS.items():
+            words.setdefault(w, c)
+    phrases = dict(L.PHRASES)
+    for p, c in (extra_phrases or {}).items():
+        phrases.setdefault(p, c)
+    return Lexicon(words, phrases, max(len(p) for p in phrases), frozenset(p[0] for p in phrases))
+
+
+DEFAULT_LEXICON = build_lexicon()
+
+
+def tokenize(text: str) -> list[str]:
+    """Tokenise like RadGraph-XL (``radgraph.utils.radgraph_xl_preprocess_report``)."""
+    text = text.replace("\\n", "  ").replace("\\f", "  ").replace("\\u2122", "      ")
+    text = text.replace("\n", " ").replace('\\"', "``")
+    joined = " ".join(_WORDPUNCT.findall(_WS.sub(" ", text)))
+    for a, b in ((").", ") ."), ("%.", "% ."), (".'", ". '"), ("%,", "% ,"), ("%)", "% )")):
+        joined = joined.replace(a, b)
+    return joined.split()
+
+
+CueIndex = dict[str, tuple[tuple[tuple[str, ...], str], ...]]
+
+
+def _cue_index(groups: list[tuple[tuple[tuple[str, ...], ...], str]]) -> CueIndex:
+    """Cues grouped by first token, longest first (ties: earlier group wins), so matching is one
+    dict lookup per token."""
+    idx: dict[str, list[tuple[int, int, tuple[str, ...], str]]] = {}
+    for g_i, (cues, kind) in enumerate(groups):
+        for cue in cues:
+            idx.setdefault(cue[0], []).append((-len(cue), g_i, cue, kind))
+    return {k: tuple((c, kind) for _, _, c, kind in sorted(v)) for k, v in idx.items()}
+
+
+_CERT_INDEX = _cue_index(
+    [(L.UNC_POST, "unc_post"), (L.NEG_POST, "neg_post"), (L.UNC_PRE, "unc_pre"), (L.NEG_PRE, "neg_pre")]
+)
+_SUGGEST_INDEX = _cue_index([(L.SUGGEST_CUES, "suggest")])
+
+
+def _cue_at(low: list[str], i: int, index: CueIndex) -> tuple[int, str]:
+    """(length, kind) of the longest cue starting at token ``i``; (0, "") if none."""
+    for cue, kind in index.get(low[i], ()):
+        n = len(cue)
+        if n == 1 or tuple(low[i : i + n]) == cue:
+            return n, kind
+    return 0, ""
+
+
+@dataclass
+class _Ent:
+    start: int
+    end: int
+    cls: str  # class code
+    label: str = LABEL_ANAT
+    rels: list[tuple[str, int]] = field(default_factory=list)  # (relation, target entity index)
+
+    @property
+    def is_anat(self) -> bool:
+        return self.cls in (A_HEAD, A_PRE, A_PART)
+
+
+def _find_entities(low: list[str], lex: Lexicon) -> list[_Ent]:
+    """Entity spans and classes, left to right, non-overlapping."""
+    ents: list[_Ent] = []
+    n = len(low)
+    i = 0
+    words = lex.words
+    while i < n:
+        # 1. multi-token phrase, longest first
+        matched = 0
+        for k in range(min(lex.max_phrase, n - i), 1, -1) if low[i] in lex.phrase_first else ():
+            c = lex.phrases.get(tuple(low[i : i + k]))
+            if c is not None:
+                phrase = " ".join(low[i : i + k])
+                cls = (
+                    A_HEAD
+                    if c == "A"
+                    else O_ATTR
+                    if phrase in _OBS_ATTRS
+                    else O_POST
+                    if phrase in _POST_PHRASES
+                    else O_HEAD
+                )
+                ents.append(_Ent(i, i + k - 1, cls))
+                matched = k
+                break
+        if matched:
+            i += matched
+            continue
+        w = low[i]
+        # 2. hyphenated compound "w - w (- w)": one entity when a part is a known word
+        if i + 2 < n and low[i + 1] == "-" and w.isalpha() and low[i + 2].isalnum():
+            j = i + 2
+            while j + 2 < n and low[j + 1] == "-" and low[j + 2].isalnum():
+                j += 2
+            parts = low[i : j + 1 : 2]
+            known = [p in words or p in L.HYPHEN_OBS_PARTS for p in parts]
+            # "mild - to - moderate" stays two findings (RadGraph-XL splits ranges)
+            if any(known) and "to" not in parts:
+                anat = parts[-1] in L.HYPHEN_ANAT_TAILS or all(words.get(p, "")[:1] == "A" for p in parts)
+                ents.append(_Ent(i, j, A_HEAD if anat else O_PRE))
+                i = j + 1
+                continue
+        c = words.get(w)
+        if c is None:
+            i += 1
+            continue
+        nxt = low[i + 1] if i + 1 < n else ""
+        if w == "chest" and not (nxt in _CHEST_NEXT or (ents and ents[-1].end == i - 1 and ents[-1].is_anat)):
+            # "chest" is anatomy in "right chest", "chest wall/tube", not in "AP chest", "chest CT"
+            i += 1
+            continue
+        prev = low[i - 1] if i else ""
+        if (w == "placement" and nxt == "of") or (w in ("position", "positioning") and prev in _PATIENT_POSE):
+            i += 1  # "placement of a tube", "patient position": not findings
+            continue
+        nxt_anat = words.get(nxt, "")[:1] == "A"
+        if w in ("low", "lower") and nxt == "lung" and i + 2 < n and low[i + 2] in ("volumes", "volume"):
+            c = O_POST  # "low lung volumes": the adjective is the finding
+        elif w in _POSITION_ADJ and nxt_anat:
+            c = A_PRE  # "distal stomach", "low SVC": a position, not a finding
+        elif c == A_PRE and w in _LEVEL_ALL and not nxt_anat and nxt not in _LEVEL_CONT:
+            c = O_POST  # "lung volumes are lower"
+        ents.append(_Ent(i, i, c))
+        i += 1
+    return ents
+
+
+_LAT = frozenset({"left", "right"})
+_LAT_ALL = frozenset({"left", "right", "bilateral"})
+_ABOVE_BELOW = frozenset({"above", "below"})
+# tokens allowed between an orphan laterality and the anatomy it modifies
+# ("right greater than left , pleural effusions", "large right and small left pleural effusions")
+_ORPHAN_GLUE = frozenset({"and", "or", ",", "greater", "than", "more", "less", "-", "to", "/"})
+_LEVEL = frozenset({"upper", "lower", "mid"})
+_LOBE_LIKE = frozenset({"lobe", "lung"})
+_END_ONLY = frozenset({"base", "apex", "side"})
+_PREP_BEFORE = frozenset({"the", "of", "in", "at", "within", "involving", "both"})
+
+
+def _merge_locations(low: list[str], ents: list[_Ent]) -> list[_Ent]:
+    """Merge "left lower lobe" / "left base" into one entity when it is a location noun phrase.
+
+    RadGraph-XL keeps such phrases whole after a preposition ("opacity in the left lower lobe")
+    but splits them when they modify a finding ("left lower lobe opacity").
+    """
+    out: list[_Ent] = []
+    i = 0
+    n = len(ents)
+    while i < n:
+        en = ents[i]
+        k = 0
+        if (
+            en.cls == A_PRE
+            and low[en.start] in _LAT
+            and en.start == en.end
+            and en.start > 0
+            and low[en.start - 1] in _PREP_BEFORE
+        ):
+            nxt = [ents[j] for j in range(i + 1, min(i + 3, n))]
+            words = [low[x.start] if x.start == x.end else "" for x in nxt]
+            adjacent = [x.start == en.start + 1 + m for m, x in enumerate(nxt)]
+            if len(nxt) >= 2 and adjacent[0] and adjacent[1] and words[0] in _LEVEL and words[1] in _LOBE_LIKE:
+                k = 2
+            elif nxt and adjacent[0] and words[0] in _END_ONLY:
+                k = 1
+            if k:
+                after = ents[i + k + 1] if i + k + 1 < n else None
+                if after is not None and after.start == ents[i + k].end + 1 and not after.is_anat:
+                    k = 0  # modifies a finding: keep split
+        if k:
+            out.append(_Ent(en.start, ents[i + k].end, A_HEAD))
+            i += k + 1
+        else:
+            out.append(en)
+            i += 1
+    return out
+
+
+def _sentences(low: list[str]) -> list[tuple[int, int]]:
+    """[start, end) token ranges of sentences (split on . ; ! ? :, keeping decimals together)."""
+    out: list[tuple[int, int]] = []
+    s = 0
+    n = len(low)
+    for i, t in enumerate(low):
+        if t in _SENT_END:
+            if t == "." and 0 < i < n - 1 and low[i - 1].isdigit() and low[i + 1].isdigit():
+                continue  # "5 . 6 cm"
+            if t == ":" and 0 < i < n - 1 and low[i - 1].isdigit() and low[i + 1].isdigit():
+                continue  # "17 : 00"
+            out.append((s, i + 1))
+            s = i + 1
+    if s < n:
+        out.append((s, n))
+    return out
+
+
+def _certainty(low: list[str], s: int, e: int, ents: list[_Ent], idx: list[int]) -> None:
+    """Set observation labels in sentence [s, e) from NegEx-style cues."""
+    # cue scan: (position, length, kind) with kind in neg_pre/neg_post/unc_pre/unc_post
+    cues: list[tuple[int, int, str]] = []
+    ends: list[int] = []
+    i = s
+    while i < e:
+        best, kind = _cue_at(low, i, _CERT_INDEX)
+        if best:
+            cues.append((i, best, kind))
+            i += best
+            continue
+        if low[i] in L.SCOPE_END:
+            ends.append(i)
+        i += 1
+    if cues:
+        for k in idx:
+            ent = ents[k]
+            if ent.is_anat:
+                continue
+            label = None
+            negated = False
+            for pos, _length, kind in cues:
+                if kind.endswith("pre") and pos < ent.start:
+                    if any(pos < b < ent.start for b in ends):
+                        continue
+                    if kind == "neg_pre":
+                        label, negated = LABEL_ABSENT, True
+                    elif not negated:  # "no findings concerning for pneumonia": negation wins
+                        label = LABEL_UNCERTAIN
+                elif kind.endswith("post") and pos > ent.end:
+                    # commas end a post-cue's backward scope ("opacity suggests effusion,
+                    # consolidation cannot be excluded")
+                    if any(ent.end < b < pos for b in ends) or "," in low[ent.end + 1 : pos]:
+                        continue
+                    label = LABEL_ABSENT if kind == "neg_post" else LABEL_UNCERTAIN
+                    break
+            if label:
+                ent.label = label
+    # "atelectasis or pneumonia": alternatives are uncertain (unless negated: "no X or Y")
+    for i in range(s, e):
+        if low[i] != "or":
+            continue
+        left = [k for k in idx if ents[k].end < i]
+        right = [k for k in idx if ents[k].start > i]
+        side: list[int] = []
+        pos = i
+        for k in reversed(left):  # entities adjacent to "or" on the left, back to a gap
+            if ents[k].end != pos - 1:
+                break
+            side.append(k)
+            pos = ents[k].start
+        pos = i
+        for k in right:
+            if ents[k].start != pos + 1:
+                break
+            side.append(k)
+            pos = ents[k].end
+        if any(not ents[k].is_anat for k in side if ents[k].end < i) and any(
+            not ents[k].is_anat for k in side if ents[k].start > i
+        ):
+            for k in side:
+                if ents[k].label == LABEL_PRESENT:
+                    ents[k].label = LABEL_UNCERTAIN
+
+
+def _anat_run_head(run: list[int], ents: list[_Ent]) -> int:
+    """Index (into ``ents``) of the head of an anatomy run; see lexicon docstring."""
+    cand = [k for k in run if ents[k].cls == A_HEAD]
+    if cand:
+        # "cardiac silhouette" → cardiac; "pulmonary vascular" → vascular: last organ word that is
+        # not separated from the run start by a part word
+        head = cand[0]
+        for k in cand[1:]:
+            if any(ents[m].cls == A_PART for m in run if ents[head].start < ents[m].start < ents[k].start):
+                break
+            head = k
+        return head
+    parts = [k for k in run if ents[k].cls == A_PART]
+    return parts[0] if parts else run[-1]
+
+
+def _rel(ent: _Ent, kind: str, target: int) -> None:
+    if (kind, target) not in ent.rels:
+        ent.rels.append((kind, target))
+
+
+def _relations(low: list[str], s: int, e: int, ents: list[_Ent], idx: list[int]) -> None:
+    """Add relations for the entities ``idx`` (indices into ``ents``) of sentence [s, e)."""
+    if not idx:
+        return
+
+    def gap(a: int, b: int) -> list[str]:
+        """Tokens strictly between entity a and entity b."""
+        return low[ents[a].end + 1 : ents[b].start]
+
+    # --- anatomy runs (adjacent anatomy entities), each with a head ----------------------------
+    runs: list[list[int]] = []
+    for k in idx:
+        if ents[k].is_anat:
+            if runs and ents[runs[-1][-1]].end + 1 == ents[k].start:
+                runs[-1].append(k)
+            else:
+                runs.append([k])
+    run_head: dict[int, int] = {}
+    run_of: dict[int, int] = {}
+    heads_of_run: list[int] = []
+    for r_i, run in enumerate(runs):
+        h = _anat_run_head(run, ents)
+        heads_of_run.append(h)
+        for k in run:
+            run_head[k] = h
+            run_of[k] = r_i
+            if k != h:
+                _rel(ents[k], "modify", h)
+    absorbed: set[int] = set()  # runs that only modify another run (never a location)
+    for r_i in range(1, len(runs)):
+        if all(ents[k].cls == A_PART for k in runs[r_i]):
+            # "the heart is normal size": "size" modifies the organ named before it
+            _rel(ents[heads_of_run[r_i]], "modify", heads_of_run[r_i - 1])
+            absorbed.add(r_i)
+    ent_tok = {t for k in idx for t in range(ents[k].start, ents[k].end + 1)}
+    for r_i, run in enumerate(runs):
+        if all(ents[k].cls == A_PRE and low[ents[k].start] in _ABOVE_BELOW for k in run):
+            # "below the diaphragm": the position word modifies the anatomy right after it
+            if r_i + 1 < len(runs) and gap(run[-1], runs[r_i + 1][0]) in ([], ["the"]):
+                for k in run:
+                    _rel(ents[k], "modify", heads_of_run[r_i + 1])
+                absorbed.add(r_i)
+            continue
+        if all(ents[k].cls == A_PRE and low[ents[k].start] in _LAT_ALL for k in run):
+            # an orphan laterality ("large right and small left pleural effusions", "right greater
+            # than left, pleural effusions") modifies the next anatomy phrase close by, else the
+            # previous one ("the bases, especially on the right")
+            fwd = [
+                r
+                for r in range(r_i + 1, len(runs))
+                if ents[runs[r][0]].start - ents[run[-1]].end <= 8
+                and all(
+                    t in ent_tok or low[t] in _ORPHAN_GLUE for t in range(ents[run[-1]].end + 1, ents[runs[r][0]].start)
+                )
+            ][:1]
+            back = [
+                r
+                for r in range(r_i)
+                if ents[run[0]].start - ents[runs[r][-1]].end <= 6
+                and r not in absorbed
+                and low[ents[run[0]].start - 1] == "the"
+            ]
+            tgt = fwd[0] if fwd else back[-1] if back else -1
+            if tgt >= 0:
+                for k in run:
+                    _rel(ents[k], "modify", heads_of_run[tgt])
+                absorbed.add(r_i)
+    for r_i in range(1, len(runs)):
+        prev, run = runs[r_i - 1], runs[r_i]
+        g = gap(prev[-1], run[0])
+        if g and all(t in _COORD for t in g):
+            # "mediastinal and hilar contours": the part word modifies every coordinated organ
+            parts = [k for k in run if ents[k].cls == A_PART and ents[k].start > ents[heads_of_run[r_i]].start]
+            j = r_i - 1
+            while parts and j >= 0:
+                if any(ents[k].cls == A_PART for k in runs[j]):
+                    break
+                for p in parts:
+                    _rel(ents[p], "modify", heads_of_run[j])
+                gj = gap(runs[j - 1][-1], runs[j][0]) if j > 0 else ["."]
+                if not (gj and all(t in _COORD for t in gj)):
+                    break
+                j -= 1
+        if g and all(t in _COORD for t in g) and len(run) >= 2 and not any(ents[k].cls == A_PART for k in run + prev):
+            # "pulmonary or mediastinal vascular engorgement": the first adjective modifies "vascular"
+            _rel(ents[heads_of_run[r_i - 1]], "modify", heads_of_run[r_i])
+            absorbed.add(r_i - 1)
+        elif g in (["of"], ["of", "the"]) and low[ents[prev[-1]].end] in L.ANAT_PART:
+            # "upper margin of the clavicles", "base of the right lung"
+            _rel(ents[heads_of_run[r_i - 1]], "modify", heads_of_run[r_i])
+    # --- noun phrases ---------------------------------------------------------------------------
+    nps: list[list[int]] = []
+    for k in idx:
+        if nps:
+            last = nps[-1][-1]
+            g = gap(last, k)
+            if all(t in _GLUE for t in g) or (ents[last].is_anat and ents[k].is_anat and all(t in _COORD for t in g)):
+                nps[-1].append(k)
+                continue
+        nps.append([k])
+    heads: list[int] = []
+    for np_ in nps:
+        obs = [k for k in np_ if not ents[k].is_anat]
+        if not obs:
+            heads.append(-1)
+            continue
+        # head: the last finding/device ("mild atelectatic changes" → atelectatic: a part word
+        # right after a finding is not a head); with none, the first status word ("decreased
+        # substantially"), else the last word
+        core = [
+            k
+            for n_k, k in enumerate(obs)
+            if ents[k].cls == O_HEAD
+            or (ents[k].cls == O_PART and not (n_k > 0 and ents[obs[n_k - 1]].end + 1 == ents[k].start))
+        ] or [k for k in obs if ents[k].cls == O_ATTR]  # "Dobbhoff tube position" → tube
+        status = [k for k in obs if ents[k].cls == O_POST]
+        h = core[-1] if core else status[0] if status else obs[-1]
+        heads.append(h)
+        for k in obs:
+            if k != h:
+                _rel(ents[k], "modify", h)
+    # --- device attributes: "tip of the endotracheal tube" ------------------------------------
+    of_link: dict[int, int] = {}
+    for n_i in range(len(nps) - 1):
+        h, h2 = heads[n_i], heads[n_i + 1]
+        if (
+            h >= 0
+            and h2 >= 0
+            and ents[h].cls == O_ATTR
+            and gap(nps[n_i][-1], nps[n_i + 1][0]) in (["of"], ["of", "the"])
+        ):
+            _rel(ents[h], "modify", h2)
+            of_link[n_i] = n_i + 1
+    # --- locations and status words -----------------------------------------------------------
+    for n_i, np_ in enumerate(nps):
+        h = heads[n_i]
+        if h < 0 or n_i in of_link.values() and (n_i - 1) in of_link:
+            continue
+        anat_runs = sorted({run_of[k] for k in np_ if ents[k].is_anat} - absorbed)
+        before = [heads_of_run[r] for r in anat_runs if ents[runs[r][-1]].end < ents[h].start]
+        targets = before or [heads_of_run[r] for r in anat_runs][:1]
+        if not targets:
+            # look right: "at the bases", "in the right lower lobe", "of the lungs"
+            j = of_link.get(n_i, n_i) + 1
+            if j < len(nps) and ents[nps[j][0]].is_anat:
+                g = gap(nps[j - 1][-1], nps[j][0])
+                limit = 9 if low[ents[h].end] in _DEVICES else 4  # "tube ends 4 cm above the carina"
+                if 0 < len(g) <= limit and any(t in L.LOCATION_PREPS and t != "the" for t in g):
+                    targets = [run_head[nps[j][0]]]
+        if targets:
+            for t in targets:
+                _rel(ents[h], "located_at", t)
+            continue
+        if ents[h].cls == O_ATTR and n_i not in of_link:
+            # "the tube is in standard position": the attribute modifies the device before it
+            prev = [heads[j] for j in range(n_i) if heads[j] >= 0 and ents[heads[j]].cls == O_HEAD]
+            if prev:
+                _rel(ents[h], "modify", prev[-1])
+            continue
+        if ents[h].cls not in (O_POST, O_PRE):
+            continue
+        # status word after its subject: "heart size is normal", "effusions are unchanged"
+        j = n_i - 1
+        g = gap(nps[j][-1], np_[0]) if j >= 0 else []
+        if j < 0 or not all(t in _COPULA for t in g):
+            continue
+        while j >= 0:
+            hj = heads[j]
+            if hj >= 0:
+                if not ents[hj].is_anat:
+                    _rel(ents[h], "modify", hj)
+                break
+            for r in sorted({run_of[k] for k in nps[j]}):
+                _rel(ents[h], "located_at", heads_of_run[r])
+            gj = gap(nps[j - 1][-1], nps[j][0]) if j > 0 else ["."]
+            if not (gj and all(t in _COORD for t in gj)):
+                break
+            j -= 1
+    # --- fallback: RadGraph-XL links every modifier/status word to something ----------------
+    for n_i in range(len(nps)):
+        h = heads[n_i]
+        if h < 0 or ents[h].rels or ents[h].cls not in (O_POST, O_PRE):
+            continue
+        nxt = [
+            heads[j]
+            for j in range(n_i + 1, len(nps))
+            if heads[j] >= 0 and ents[heads[j]].cls == O_HEAD and ents[heads[j]].start - ents[h].end <= 4
+        ]
+        prv = [heads[j] for j in range(n_i) if heads[j] >= 0 and ents[heads[j]].cls == O_HEAD]
+        tgt = nxt[0] if nxt else prv[-1] if prv else -1
+        if tgt >= 0:
+            _rel(ents[h], "modify", tgt)
+    # --- suggestive_of ----------------------------------------------------------------------
+    i = s
+    while i < e:
+        m = _cue_at(low, i, _SUGGEST_INDEX)[0]
+        if not m:
+            i += 1
+            continue
+        before = [h for h in heads if h >= 0 and ents[h].end < i]
+        after = [h for h in heads if h >= 0 and ents[h].start >= i + m and ents[h].cls in (O_HEAD, O_PART)]
+        if before and after:
+            src = before[-1]
+            for t in after:
+                _rel(ents[src], "suggestive_of", t)
+            break
+        i += m
+
+
+Frozen = tuple[str, tuple[tuple[str, str, int, int, tuple[tuple[str, str], ...]], ...]]
+
+
+def _annotate_tokens(toks: list[str], lex: Lexicon) -> Frozen:
+    low = [t.lower() for t in toks]
+    ents = _merge_locations(low, _find_entities(low, lex))
+    for ent in ents:
+        if not ent.is_anat:
+            ent.label = LABEL_PRESENT
+    # entity indices per sentence
+    k = 0
+    for s, e in _sentences(low):
+        idx = []
+        while k < len(ents) and ents[k].start < e:
+            if ents[k].start >= s:
+                idx.append(k)
+            k += 1
+        _certainty(low, s, e, ents, idx)
+        _relations(low, s, e, ents, idx)
+    frozen = tuple(
+        (
+            " ".join(toks[en.start : en.end + 1]),
+            en.label,
+            en.start,
+            en.end,
+            tuple((r, str(t + 1)) for r, t in en.rels),
+        )
+        for en in ents
+    )
+    return " ".join(toks), frozen
+
+
+def _annotate_one(text: str, lex: Lexicon) -> Frozen:
+    return _annotate_tokens(tokenize(text[:MAX_CHARS]), lex)
+
+
+@lru_cache(maxsize=8192)
+def _annotate_cached(text: str) -> Frozen:
+    return _annotate_one(text, DEFAULT_LEXICON)
+
+
+def _thaw(fr: Frozen) -> dict[str, Any]:
+    text, ents = fr
+    return {
+        "text": text,
+        "entities": {
+            str(i + 1): {
+                "tokens": tok,
+                "label": lab,
+                "start_ix": s,
+                "end_ix": e,
+                "relations": [[r, t] for r, t in rels],
+            }
+            for i, (tok, lab, s, e, rels) in enumerate(ents)
+        },
+        "data_source": None,
+        "data_split": "inference",
+    }
+
+
+def _clean(text: Any) -> str:
+    """Coerce any input to a safe ``str`` (non-str → "", invalid surrogates replaced)."""
+    if not isinstance(text, str):
+        return ""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    return text[:MAX_CHARS]
+
+
+def annotate(texts: Any, *, lexicon: Lexicon | None = None) -> list[dict[str, Any]]:
+    """Annotate reports; one RadGraph-format dict per input (see module docstring).
+
+    ``texts``: a list of strings (a single ``str`` is treated as a one-element list); any element
+    that is not a ``str`` is annotated as "".  ``lexicon``: a non-default :class:`Lexicon`
+    (uncached; used by cross-validation).  Never raises on text content.
+    """
+    if isinstance(texts, str):
+        texts = [texts]
+    try:
+        items = list(texts)
+    except TypeError:
+        items = []
+    out = []
+    for t in items:
+        t = _clean(t)
+        try:
+            fr = _annotate_cached(t) if lexicon is None else _annotate_one(t, lexicon)
+        except Exception:  # a bug must not take down a training step; score as empty
+            fr = (" ".join(tokenize(t)), ())
+        out.append(_thaw(fr))
+    return out
+
+
+def clear_cache() -> None:
+    """Empty the per-text memo (benchmarks time a cold cache)."""
+    _annotate_cached.cache_clear()
+
+
+def cache_info() -> Any:
+    """``functools`` cache statistics of the per-text memo."""
+    return _annotate_cached.cache_info()
+
+
+__all__ = ["annotate", "tokenize", "clear_cache", "cache_info", "build_lexicon", "Lexicon", "MAX_CHARS"]

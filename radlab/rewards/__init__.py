@@ -1,0 +1,121 @@
+"""TRL reward functions for report generation and visual grounding, plus a registry.
+
+Every reward has TRL's signature ``fn(completions, **kwargs) -> list[float | None]`` and reads the
+GRPO dataset columns (``task``, ``reference_report``, ``reference_boxes``, ``box_format``,
+``thinking``; see ``docs/architecture.md``).  It returns ``None`` on rows of the other task (so
+report and grounding rows can train in one run), never raises on model output (malformed -> the
+reward's ``malformed`` value, 0.0 for all but ``radcliq_lite`` and ``length_guard``), scores thinking
+rows on the text after the last ``</think>``, is picklable and carries a stable ``__name__`` (TRL
+logs ``rewards/<__name__>/mean``).  Pipeline errors (a missing column, an unavailable scorer
+backend) do raise.
+
+=================  =========  ================  ==================================================
+name               task       range             what
+=================  =========  ================  ==================================================
+``f1radgraph``     report     [0, 1]            F1-RadGraph (level simple/partial/complete)
+``chexpert_f1``    report     [0, 1]            per-sample F1 over CheXpert-14 labels
+``bleu``           report     [0, 1]            sentence BLEU-4 / 100
+``rouge_l``        report     [0, 1]            ROUGE-L F (stemmed)
+``radcliq_lite``   report     [-0.670, 0.575]   −RadCliQ-v1 with the offline components
+``box_soft_f1``    grounding  [0, 1]            the paper's Hungarian soft-F1 (+ no-finding credit)
+``box_iou``        grounding  [0, 1]            mean matched IoU over GT (+ no-finding credit)
+``think_format``   both       [0, 1]            ``<think>…</think>answer`` format (thinking rows)
+``length_guard``   report     [penalty, 0]      penalty for answers < min_ratio × reference length
+=================  =========  ================  ==================================================
+
+Use :func:`build_reward_funcs` to get ``(funcs, weights)`` for
+``GRPOTrainer(reward_funcs=funcs, args=GRPOConfig(reward_weights=weights))``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from radlab.metrics import BackendUnavailable
+from radlab.rewards._base import TaskReward, WiringError
+from radlab.rewards.grounding import NO_FINDING_MODES, BoxIoU, BoxSoftF1
+from radlab.rewards.report import Bleu, CheXpertF1, F1RadGraph, LengthGuard, RadCliQLite, RougeL
+from radlab.rewards.shaping import ThinkFormat
+
+RewardFunc = Callable[..., list[float | None]]
+
+# name -> class; each class's defaults give the registry's instance, and its keyword arguments are
+# the options build_reward_funcs accepts for that name.
+FACTORIES: dict[str, type[TaskReward]] = {
+    "f1radgraph": F1RadGraph,
+    "chexpert_f1": CheXpertF1,
+    "bleu": Bleu,
+    "rouge_l": RougeL,
+    "radcliq_lite": RadCliQLite,
+    "box_soft_f1": BoxSoftF1,
+    "box_iou": BoxIoU,
+    "think_format": ThinkFormat,
+    "length_guard": LengthGuard,
+}
+
+REWARDS: dict[str, RewardFunc] = {name: factory() for name, factory in FACTORIES.items()}
+
+REPORT_REWARDS = ("f1radgraph", "chexpert_f1", "bleu", "rouge_l", "radcliq_lite", "length_guard")
+GROUNDING_REWARDS = ("box_soft_f1", "box_iou")
+
+
+def build_reward_funcs(
+    names: Sequence[str], weights: Sequence[float] | None = None, **options: Mapping[str, Any]
+) -> tuple[list[RewardFunc], list[float]]:
+    """Reward functions and weights for TRL's ``GRPOTrainer``.
+
+    ``names`` are registry keys (:data:`REWARDS`); ``weights`` default to 1.0 each.  ``options``
+    maps a name to its constructor keywords, e.g.
+    ``build_reward_funcs(["f1radgraph", "length_guard", "box_soft_f1"], [1.0, 0.5, 1.0],
+    f1radgraph={"level": "complete"}, box_soft_f1={"no_finding": "phrase"})``.  A reward built with
+    options is a fresh instance; its ``__name__`` stays the registry key unless ``name`` is given.
+    Raises ``KeyError`` for an unknown name and ``ValueError`` for duplicate metric names, options
+    for a name not in ``names``, or weights of the wrong length / non-finite.
+    """
+    names = list(names)
+    unknown = [n for n in names if n not in FACTORIES]
+    if unknown:
+        raise KeyError(f"unknown reward(s) {unknown}; available: {sorted(FACTORIES)}")
+    stray = [k for k in options if k not in names]
+    if stray:
+        raise ValueError(f"options given for reward(s) not in names: {stray}")
+    if weights is None:
+        weights = [1.0] * len(names)
+    weights = [float(w) for w in weights]
+    if len(weights) != len(names):
+        raise ValueError(f"{len(weights)} weights for {len(names)} rewards")
+    if not all(math.isfinite(w) for w in weights):
+        raise ValueError(f"reward weights must be finite, got {weights}")
+    funcs: list[RewardFunc] = []
+    for name in names:
+        opts = dict(options.get(name) or {})
+        funcs.append(FACTORIES[name](**opts) if opts else REWARDS[name])
+    metric_names = [f.__name__ for f in funcs]
+    dupes = sorted({m for m in metric_names if metric_names.count(m) > 1})
+    if dupes:
+        raise ValueError(f"duplicate reward metric names {dupes}; give one a distinct name= option")
+    return funcs, weights
+
+
+__all__ = [
+    "REWARDS",
+    "FACTORIES",
+    "REPORT_REWARDS",
+    "GROUNDING_REWARDS",
+    "NO_FINDING_MODES",
+    "build_reward_funcs",
+    "BackendUnavailable",
+    "WiringError",
+    "TaskReward",
+    "F1RadGraph",
+    "CheXpertF1",
+    "Bleu",
+    "RougeL",
+    "RadCliQLite",
+    "BoxSoftF1",
+    "BoxIoU",
+    "ThinkFormat",
+    "LengthGuard",
+]
