@@ -47,6 +47,9 @@ from radlab.clinical import lexicon as L
 #: hundred to a few thousand characters; the cap bounds time and memory on junk input.
 MAX_CHARS = 20_000
 
+#: Longest "sentence" (tokens) analysed as one unit; longer runs without punctuation are cut.
+MAX_SENT_TOKENS = 200
+
 LABEL_ANAT = "Anatomy::definitely present"
 LABEL_PRESENT = "Observation::definitely present"
 LABEL_ABSENT = "Observation::definitely absent"
@@ -310,6 +313,9 @@ def _sentences(low: list[str]) -> list[tuple[int, int]]:
     s = 0
     n = len(low)
     for i, t in enumerate(low):
+        if i - s >= MAX_SENT_TOKENS:  # run-on junk: bound the per-sentence (quadratic) work
+            out.append((s, i))
+            s = i
         if t in _SENT_END:
             if t == "." and 0 < i < n - 1 and low[i - 1].isdigit() and low[i + 1].isdigit():
                 continue  # "5 . 6 cm"
