@@ -6,8 +6,8 @@ Prints, for the 300 dev reports (../shared/radgraph_dev):
   F1-RadGraph "partial" unit (tokens, label, has-relation) and relation F1;
 - Pearson correlation of F1-RadGraph (partial; also simple and complete) between report pairs
   annotated by RadGraph-XL vs by radlab (random pairs, fixed seed);
-- the same from 5-fold cross-validation: the learned lexicon words (radlab.clinical.learn) are
-  re-learned on 4 folds and the 5th is annotated (out-of-fold annotations for all 300 reports);
+- the same from 5-fold cross-validation: the learned lexicon words and phrases
+  (radlab.clinical.learn) are re-learned on 4 folds and the 5th is annotated (out-of-fold annotations for all 300 reports);
   plus the curated lexicon alone (no learned words);
 - reports/s of ``annotate`` on one core with a cold cache (cache cleared before every pass).
 
@@ -28,7 +28,7 @@ from typing import Any
 from radlab.clinical import annotate, clear_cache
 from radlab.clinical.agreement import agreement, f1radgraph_pearson
 from radlab.clinical.annotator import build_lexicon
-from radlab.clinical.learn import learn_words
+from radlab.clinical.learn import learn_phrases, learn_words
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 DEV = SHARED / "radgraph_dev" / "reports_radgraph_xl.json"
@@ -76,7 +76,10 @@ def main() -> None:
     per_fold = []
     for k, test in enumerate(folds):
         train = [i for i in order if i not in set(test)]
-        lex = build_lexicon(extra_words=learn_words([refs[i] for i in train]), use_learned=False)
+        train_refs = [refs[i] for i in train]
+        lex = build_lexicon(
+            extra_words=learn_words(train_refs), extra_phrases=learn_phrases(train_refs), use_learned=False
+        )
         hyp = annotate([texts[i] for i in test], lexicon=lex)
         for i, h in zip(test, hyp):
             oof[i] = h

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from radlab.clinical import annotate, cache_info, chexpert_labels, chexpert_labels_from_text, clear_cache, tokenize
 from radlab.clinical.agreement import agreement
@@ -49,6 +51,7 @@ def _check_format(ann: dict[str, Any]) -> None:
         assert e["label"] in {PRESENT, ABSENT, UNCERTAIN, ANAT}
         for r, t in e["relations"]:
             assert r in {"modify", "located_at", "suggestive_of"}
+            assert ann["entities"][t] is not e, "self relation"
             assert isinstance(t, str) and t in ann["entities"]
 
 
@@ -178,6 +181,36 @@ PHANTOM: list[tuple[str, dict[str, int]]] = [
 ]
 
 
+# More phrasings of the same findings (certainty and negation variants)
+PHANTOM += [
+    ("The cardiac silhouette is enlarged.", {"Cardiomegaly": 1}),
+    ("The heart is mildly enlarged.", {"Cardiomegaly": 1}),
+    ("There is a small left pleural effusion.", {"Pleural Effusion": 1}),
+    ("Small pleural effusions are present bilaterally.", {"Pleural Effusion": 1}),
+    ("Large left pneumothorax is present.", {"Pneumothorax": 1}),
+    ("Right lower lobe consolidation.", {"Consolidation": 1}),
+    ("An ill-defined opacity is seen in the left upper lobe.", {"Lung Opacity": 1}),
+    ("8 mm nodule in the left lower lobe.", {"Lung Lesion": 1}),
+    ("Linear atelectasis at the left lung base.", {"Atelectasis": 1}),
+    ("Mild interstitial pulmonary edema.", {"Edema": 1}),
+    ("Endotracheal tube tip is 4 cm above the carina.", {"Support Devices": 1, "No Finding": 1}),
+    ("Enteric tube courses below the diaphragm with the tip in the stomach.", {"Support Devices": 1, "No Finding": 1}),
+    ("A right internal jugular line ends in the SVC.", {"Support Devices": 1, "No Finding": 1}),
+    ("Mild cardiomegaly cannot be excluded.", {"Cardiomegaly": -1}),
+    ("Findings may represent a small right pleural effusion.", {"Pleural Effusion": -1}),
+    ("A small right pneumothorax cannot be excluded.", {"Pneumothorax": -1}),
+    ("Findings in the left lower lobe may represent consolidation.", {"Consolidation": -1}),
+    ("Possible ill-defined mass in the right upper lobe.", {"Lung Lesion": -1}),
+    ("Possible subtle right basilar atelectasis.", {"Atelectasis": -1}),
+    ("The heart is normal in size.", {"Cardiomegaly": 0, "No Finding": 1}),
+    ("No evidence of pleural effusion.", {"Pleural Effusion": 0, "No Finding": 1}),
+    ("No pneumothorax or pleural effusion.", {"Pleural Effusion": 0, "Pneumothorax": 0, "No Finding": 1}),
+    ("There is no pulmonary nodule or mass.", {"Lung Lesion": 0, "No Finding": 1}),
+    ("No evidence of pulmonary edema.", {"Edema": 0, "No Finding": 1}),
+    ("The lungs are well expanded and clear.", {"No Finding": 1}),
+]
+
+
 @pytest.mark.parametrize("text, expected", PHANTOM)
 def test_phantom_vocabulary_chexpert(text: str, expected: dict[str, int]) -> None:
     labels = chexpert_labels_from_text([text])[0]
@@ -242,6 +275,23 @@ def test_junk_never_raises(text: str) -> None:
     _check_format(ann)
 
 
+_WORDS = [
+    "no", "not", "possible", "may", "represent", "cannot", "be", "excluded", "or", "and", ",", ".", ";", "-",
+    "left", "right", "lower", "lobe", "lung", "base", "pleural", "effusion", "pneumothorax", "tube", "tip",
+    "of", "the", "in", "at", "is", "unchanged", "mild", "heart", "size", "normal", "below", "above", "to",
+    "consistent", "with", "if", "any", "but", "greater", "than", "volume", "loss", "interstitial", "pulmonary",
+]  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.lists(st.sampled_from(_WORDS), max_size=40) | st.text(max_size=200))
+def test_random_input_gives_valid_annotations(words: list[str] | str) -> None:
+    text = words if isinstance(words, str) else " ".join(words)
+    ann = _one(text)
+    _check_format(ann)
+    assert ann == _one(text)  # deterministic (and served from the cache the second time)
+
+
 def test_huge_input_is_capped() -> None:
     from radlab.clinical.annotator import MAX_CHARS
 
@@ -301,3 +351,13 @@ def test_dev_agreement_floors() -> None:
     assert a["entity"]["f1"] >= 0.78, a
     assert a["entity_tokens"]["f1"] >= 0.78, a
     assert a["relation"]["f1"] >= 0.58, a
+
+
+@pytest.mark.skipif(not DEV.is_file(), reason=f"dev annotations absent: {DEV}")
+def test_learned_lexicon_is_in_sync_with_learner() -> None:
+    from radlab.clinical.learn import learn_phrases, learn_words
+    from radlab.clinical.lexicon_learned import LEARNED_PHRASES, LEARNED_WORDS
+
+    refs = [d["radgraph_xl"] for d in json.loads(DEV.read_text())]
+    assert learn_words(refs) == LEARNED_WORDS, "regenerate radlab/clinical/lexicon_learned.py"
+    assert learn_phrases(refs) == LEARNED_PHRASES, "regenerate radlab/clinical/lexicon_learned.py"

@@ -17,18 +17,27 @@ Entity ids are strings "1".."n" in order of ``start_ix``; ``start_ix``/``end_ix`
 token indices into ``text.split()``; relations are ``modify``, ``located_at``, ``suggestive_of``.
 The output can be fed straight to ``radgraph.rewards.compute_reward``.
 
-Pipeline (all per sentence, deterministic, pure Python):
+Pipeline (deterministic, pure Python, one pass per sentence):
 
 1. tokenise exactly as RadGraph-XL's preprocessing (``wordpunct`` plus its fix-ups);
-2. find entities: multi-token phrases (longest match), hyphenated compounds, then single words
-   from :mod:`radlab.clinical.lexicon`;
-3. certainty: NegEx-style pre/post negation and uncertainty cues whose scope ends at sentence
-   punctuation or a conjunction such as "but"/"however" (anatomy is always "definitely present",
-   as in RadGraph-XL output);
-4. relations: anatomy phrases get an internal head ("lung" in "right lung base") that the other
-   anatomy words ``modify``; observation modifiers ``modify`` the finding they describe; a finding
-   is ``located_at`` the head of an adjacent anatomy phrase or of an anatomy phrase introduced by a
-   preposition ("at the bases"); "may represent"-type cues give ``suggestive_of``.
+2. find entities: multi-token phrases (longest match), hyphenated compounds ("left - sided",
+   "plate - like"; ranges such as "mild - to - moderate" stay split), then single words from
+   :mod:`radlab.clinical.lexicon` (curated) and :mod:`radlab.clinical.lexicon_learned`, with a few
+   context rules ("AP chest" is not anatomy, "low" in "low SVC" is); "left lower lobe" / "left
+   base" become one entity after a preposition and stay split before a finding, as RadGraph-XL
+   mostly does;
+3. certainty (observations only; anatomy is always "definitely present", as in RadGraph-XL):
+   NegEx-style pre/post negation and uncertainty cues, scope ended by sentence punctuation or
+   "but"/"however"/"although"/", and the ..."; commas end a post-cue's backward scope; negation
+   wins over a later hedge ("no findings concerning for pneumonia"); findings joined by "or" are
+   uncertain; status words ("unchanged") are never hedged;
+4. relations: anatomy runs get a head ("lung" in "right lung base", "cardiac" in "cardiac
+   silhouette") that the other words ``modify``; orphan lateralities ("right greater than left,
+   pleural effusions") modify the nearby anatomy; in a noun phrase, modifiers ``modify`` the head
+   finding; the finding is ``located_at`` the anatomy in its phrase or introduced after it by a
+   preposition ("at the bases", "tube ends 4 cm above the carina"); status words after a copula
+   ``modify`` the finding or are ``located_at`` the anatomy of their subject ("heart size is
+   normal"); "may represent" / "consistent with"-type cues give ``suggestive_of``.
 
 Results are memoised per text in a bounded LRU cache; the cache stores immutable tuples and every
 call builds fresh dicts, so callers may mutate what they receive.
@@ -37,7 +46,7 @@ call builds fresh dicts, so callers may mutate what they receive.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -61,7 +70,8 @@ _WS = re.compile(r"\s+")
 # Token classes (see lexicon module docstring).
 A_HEAD, A_PRE, A_PART, O_HEAD, O_PRE, O_POST, O_PART, O_ATTR = "AH", "AP", "AT", "OH", "OP", "OS", "OT", "OA"
 
-_OBS_PARTS = frozenset({"changes", "process"})
+_OBS_PARTS = frozenset({"changes"})
+_LOCATION_PARTS = frozenset({"base", "bases", "apex", "apices", "junction", "wall", "walls"})
 # Device attributes that modify the device they belong to ("tip of the tube").
 _OBS_ATTRS = frozenset({"tip", "end", "distal end", "course", "position", "placement", "placements"})
 _POST_PHRASES = frozenset({"in place", "decreased in extent", "small in size", "adequately placed"})
@@ -70,11 +80,13 @@ _DEVICES = frozenset(
 )
 _GLUE = frozenset({"-", "to", "/"})
 _COORD = frozenset({",", "and", "or"})
+_CLAUSE_START = frozenset({"the", "there", "a", "an"})
 # Words allowed between a subject and its status word ("the heart size is normal").
 _COPULA = frozenset(
     "is are was were be been has have had remain remains remained appear appears appeared seem seems "
-    "now still again overall otherwise also essentially somewhat slightly not likely probably all , ,".split()
+    "now still again overall otherwise also essentially somewhat slightly not likely probably all ,".split()
 )
+_COPULA_VERB = _COPULA | {"persists", "persist", "seen", "noted", "present", "identified"}
 _CHEST_NEXT = frozenset({"tube", "tubes", "wall", "walls", "cage"})
 _PATIENT_POSE = frozenset({"patient", "supine", "upright", "erect", "semi", "semiupright", "recumbent"})
 _POSITION_ADJ = frozenset({"low", "distal", "proximal", "high"})
@@ -107,7 +119,8 @@ def build_lexicon(
     Earlier sources win.  Cross-validation passes ``use_learned=False`` plus words learned on the
     training folds."""
     words: dict[str, str] = {}
-    # Later groups do not override earlier ones: anatomy first, then findings, then modifiers.
+    # A word in several groups keeps the first class: anatomy, then status words ("enlarged" is a
+    # status, not a finding), then findings, then modifiers.
     for group, code in (
         (L.ANAT_PRE, A_PRE),
         (L.ANAT_PART, A_PART),
@@ -125,13 +138,16 @@ def build_lexicon(
     for w, c in (extra_words or {}).items():
         words.setdefault(w, c)
     if use_learned:
-        from radlab.clinical.lexicon_learned import LEARNED_WORDS
+        from radlab.clinical.lexicon_learned import LEARNED_PHRASES, LEARNED_WORDS
 
         for w, c in LEARNED_WORDS.items():
             words.setdefault(w, c)
     phrases = dict(L.PHRASES)
     for p, c in (extra_phrases or {}).items():
         phrases.setdefault(p, c)
+    if use_learned:
+        for p, c in LEARNED_PHRASES.items():
+            phrases.setdefault(p, c)
     return Lexicon(words, phrases, max(len(p) for p in phrases), frozenset(p[0] for p in phrases))
 
 
@@ -165,6 +181,9 @@ _CERT_INDEX = _cue_index(
     [(L.UNC_POST, "unc_post"), (L.NEG_POST, "neg_post"), (L.UNC_PRE, "unc_pre"), (L.NEG_PRE, "neg_pre")]
 )
 _SUGGEST_INDEX = _cue_index([(L.SUGGEST_CUES, "suggest")])
+_CERT_FIRST = frozenset(_CERT_INDEX)
+_SUGGEST_FIRST = frozenset(_SUGGEST_INDEX)
+_ALTERNATIVES = frozenset({"or", "versus", "vs"})
 
 
 def _cue_at(low: list[str], i: int, index: CueIndex) -> tuple[int, str]:
@@ -176,17 +195,21 @@ def _cue_at(low: list[str], i: int, index: CueIndex) -> tuple[int, str]:
     return 0, ""
 
 
-@dataclass
-class _Ent:
-    start: int
-    end: int
-    cls: str  # class code
-    label: str = LABEL_ANAT
-    rels: list[tuple[str, int]] = field(default_factory=list)  # (relation, target entity index)
+_ANAT_CLASSES = frozenset({A_HEAD, A_PRE, A_PART})
 
-    @property
-    def is_anat(self) -> bool:
-        return self.cls in (A_HEAD, A_PRE, A_PART)
+
+class _Ent:
+    """A mutable entity under construction (token span, class code, label, relations)."""
+
+    __slots__ = ("start", "end", "cls", "label", "rels", "is_anat")
+
+    def __init__(self, start: int, end: int, cls: str) -> None:
+        self.start = start
+        self.end = end
+        self.cls = cls  # class code (see lexicon docstring); fixed once created
+        self.is_anat = cls in _ANAT_CLASSES
+        self.label = LABEL_ANAT
+        self.rels: list[tuple[str, int]] = []  # (relation, target entity index)
 
 
 def _find_entities(low: list[str], lex: Lexicon) -> list[_Ent]:
@@ -225,8 +248,13 @@ def _find_entities(low: list[str], lex: Lexicon) -> list[_Ent]:
                 j += 2
             parts = low[i : j + 1 : 2]
             known = [p in words or p in L.HYPHEN_OBS_PARTS for p in parts]
-            # "mild - to - moderate" stays two findings (RadGraph-XL splits ranges)
-            if any(known) and "to" not in parts:
+            if "to" in parts:
+                # a hyphenated range "mild - to - moderate": RadGraph-XL keeps only its upper end
+                if words.get(parts[-1]) is not None:
+                    ents.append(_Ent(j, j, words[parts[-1]]))
+                i = j + 1
+                continue
+            if any(known):
                 anat = parts[-1] in L.HYPHEN_ANAT_TAILS or all(words.get(p, "")[:1] == "A" for p in parts)
                 ents.append(_Ent(i, j, A_HEAD if anat else O_PRE))
                 i = j + 1
@@ -241,8 +269,19 @@ def _find_entities(low: list[str], lex: Lexicon) -> list[_Ent]:
             i += 1
             continue
         prev = low[i - 1] if i else ""
+        if w == "lateral" and (
+            prev in ("and", "pa", "frontal", "a", "the") or nxt in L.CHEST_NON_ANATOMY_NEXT or nxt == "chest"
+        ):
+            i += 1  # "PA and lateral chest radiographs": the view, not anatomy
+            continue
+        if w == "course" and prev in ("to", "of"):
+            i += 1  # "seen to course below the diaphragm", "of course": not the device's course
+            continue
         if (w == "placement" and nxt == "of") or (w in ("position", "positioning") and prev in _PATIENT_POSE):
             i += 1  # "placement of a tube", "patient position": not findings
+            continue
+        if w in _LAT and i >= 2 and low[i - 2] == "to" and prev in ("the", "her", "his"):
+            i += 1  # "rotated to the right": a direction, not anatomy
             continue
         nxt_anat = words.get(nxt, "")[:1] == "A"
         if w in ("low", "lower") and nxt == "lung" and i + 2 < n and low[i + 2] in ("volumes", "volume"):
@@ -257,7 +296,6 @@ def _find_entities(low: list[str], lex: Lexicon) -> list[_Ent]:
 
 
 _LAT = frozenset({"left", "right"})
-_LAT_ALL = frozenset({"left", "right", "bilateral"})
 _ABOVE_BELOW = frozenset({"above", "below"})
 # tokens allowed between an orphan laterality and the anatomy it modifies
 # ("right greater than left , pleural effusions", "large right and small left pleural effusions")
@@ -330,18 +368,21 @@ def _sentences(low: list[str]) -> list[tuple[int, int]]:
 
 def _certainty(low: list[str], s: int, e: int, ents: list[_Ent], idx: list[int]) -> None:
     """Set observation labels in sentence [s, e) from NegEx-style cues."""
+    sent = low[s:e]
+    if all(ents[k].is_anat for k in idx) or (_CERT_FIRST.isdisjoint(sent) and _ALTERNATIVES.isdisjoint(sent)):
+        return  # fast path (C-level set checks): nothing to label
     # cue scan: (position, length, kind) with kind in neg_pre/neg_post/unc_pre/unc_post
     cues: list[tuple[int, int, str]] = []
     ends: list[int] = []
-    i = s
+    i = s if not _CERT_FIRST.isdisjoint(sent) else e
     while i < e:
-        best, kind = _cue_at(low, i, _CERT_INDEX)
+        best, kind = _cue_at(low, i, _CERT_INDEX) if low[i] in _CERT_INDEX else (0, "")
         if best:
             cues.append((i, best, kind))
             i += best
             continue
-        if low[i] in L.SCOPE_END:
-            ends.append(i)
+        if low[i] in L.SCOPE_END or (low[i] == "and" and i + 1 < e and low[i + 1] in _CLAUSE_START):
+            ends.append(i)  # "..., and the lower lungs are clear" starts a new clause
         i += 1
     if cues:
         for k in idx:
@@ -361,15 +402,21 @@ def _certainty(low: list[str], s: int, e: int, ents: list[_Ent], idx: list[int])
                 elif kind.endswith("post") and pos > ent.end:
                     # commas end a post-cue's backward scope ("opacity suggests effusion,
                     # consolidation cannot be excluded")
-                    if any(ent.end < b < pos for b in ends) or "," in low[ent.end + 1 : pos]:
+                    if any(ent.end < b < pos for b in ends) or (
+                        "," in low[ent.end + 1 : pos] and low[pos : pos + _length] != ["if", "any"]
+                    ):
                         continue
                     label = LABEL_ABSENT if kind == "neg_post" else LABEL_UNCERTAIN
                     break
+            if label == LABEL_UNCERTAIN and ent.cls == O_POST:
+                label = None  # status words ("unchanged", "stable") are never hedged in RadGraph-XL
             if label:
                 ent.label = label
     # "atelectasis or pneumonia": alternatives are uncertain (unless negated: "no X or Y")
-    for i in range(s, e):
-        if low[i] != "or":
+    if len(idx) < 2:
+        return
+    for i in range(s, e) if not _ALTERNATIVES.isdisjoint(sent) else ():
+        if low[i] not in _ALTERNATIVES:
             continue
         left = [k for k in idx if ents[k].end < i]
         right = [k for k in idx if ents[k].start > i]
@@ -417,8 +464,8 @@ def _rel(ent: _Ent, kind: str, target: int) -> None:
 
 def _relations(low: list[str], s: int, e: int, ents: list[_Ent], idx: list[int]) -> None:
     """Add relations for the entities ``idx`` (indices into ``ents``) of sentence [s, e)."""
-    if not idx:
-        return
+    if len(idx) < 2:
+        return  # a relation needs two entities
 
     def gap(a: int, b: int) -> list[str]:
         """Tokens strictly between entity a and entity b."""
@@ -444,9 +491,17 @@ def _relations(low: list[str], s: int, e: int, ents: list[_Ent], idx: list[int])
             if k != h:
                 _rel(ents[k], "modify", h)
     absorbed: set[int] = set()  # runs that only modify another run (never a location)
+    by_start = {ents[k].start: k for k in idx}
     for r_i in range(1, len(runs)):
-        if all(ents[k].cls == A_PART for k in runs[r_i]):
-            # "the heart is normal size": "size" modifies the organ named before it
+        nxt_ent = by_start.get(ents[runs[r_i][-1]].end + 1)
+        if (
+            all(ents[k].cls == A_PART and low[ents[k].start] not in _LOCATION_PARTS for k in runs[r_i])
+            and (nxt_ent is None or ents[nxt_ent].is_anat)
+            and ents[runs[r_i][0]].start - ents[runs[r_i - 1][-1]].end <= 4
+        ):
+            # "the heart is normal size": "size" modifies the organ named just before it (not
+            # "parenchymal opacity", where the part word is the finding's location, nor "at the
+            # bases", a location in its own right)
             _rel(ents[heads_of_run[r_i]], "modify", heads_of_run[r_i - 1])
             absorbed.add(r_i)
     ent_tok = {t for k in idx for t in range(ents[k].start, ents[k].end + 1)}
@@ -458,14 +513,15 @@ def _relations(low: list[str], s: int, e: int, ents: list[_Ent], idx: list[int])
                     _rel(ents[k], "modify", heads_of_run[r_i + 1])
                 absorbed.add(r_i)
             continue
-        if all(ents[k].cls == A_PRE and low[ents[k].start] in _LAT_ALL for k in run):
-            # an orphan laterality ("large right and small left pleural effusions", "right greater
+        if all(ents[k].cls == A_PRE for k in run):
+            # an orphan position word ("large right and small left pleural effusions", "right greater
             # than left, pleural effusions") modifies the next anatomy phrase close by, else the
             # previous one ("the bases, especially on the right")
             fwd = [
                 r
                 for r in range(r_i + 1, len(runs))
                 if ents[runs[r][0]].start - ents[run[-1]].end <= 8
+                and not all(ents[k].cls == A_PRE for k in runs[r])  # not another orphan
                 and all(
                     t in ent_tok or low[t] in _ORPHAN_GLUE for t in range(ents[run[-1]].end + 1, ents[runs[r][0]].start)
                 )
@@ -473,9 +529,16 @@ def _relations(low: list[str], s: int, e: int, ents: list[_Ent], idx: list[int])
             back = [
                 r
                 for r in range(r_i)
-                if ents[run[0]].start - ents[runs[r][-1]].end <= 6
+                if ents[run[0]].start - ents[runs[r][-1]].end <= 8
                 and r not in absorbed
-                and low[ents[run[0]].start - 1] == "the"
+                and not all(ents[k].cls == A_PRE for k in runs[r])
+                and (
+                    low[ents[run[0]].start - 1] == "the"
+                    or all(
+                        t in ent_tok or low[t] in _ORPHAN_GLUE
+                        for t in range(ents[runs[r][-1]].end + 1, ents[run[0]].start)
+                    )
+                )
             ]
             tgt = fwd[0] if fwd else back[-1] if back else -1
             if tgt >= 0:
@@ -529,6 +592,7 @@ def _relations(low: list[str], s: int, e: int, ents: list[_Ent], idx: list[int])
             for n_k, k in enumerate(obs)
             if ents[k].cls == O_HEAD
             or (ents[k].cls == O_PART and not (n_k > 0 and ents[obs[n_k - 1]].end + 1 == ents[k].start))
+            or (n_k + 1 < len(obs) and ents[obs[n_k + 1]].cls == O_PART and ents[k].end + 1 == ents[obs[n_k + 1]].start)
         ] or [k for k in obs if ents[k].cls == O_ATTR]  # "Dobbhoff tube position" → tube
         status = [k for k in obs if ents[k].cls == O_POST]
         h = core[-1] if core else status[0] if status else obs[-1]
@@ -548,22 +612,108 @@ def _relations(low: list[str], s: int, e: int, ents: list[_Ent], idx: list[int])
         ):
             _rel(ents[h], "modify", h2)
             of_link[n_i] = n_i + 1
+
     # --- locations and status words -----------------------------------------------------------
+    def subject_walk(n_i: int, h: int) -> bool:
+        """Status word after its subject ("heart size is normal", "effusions are unchanged",
+        "mildly enlarged heart, mediastinal and hilar contours are unchanged"): located_at every
+        anatomy of the (coordinated) subject, or modify the finding it describes."""
+        j = n_i - 1
+        if j < 0 or not all(t in _COPULA for t in gap(nps[j][-1], nps[n_i][0])):
+            return False
+        done = False
+        while j >= 0:
+            runs_j = sorted({run_of[k] for k in nps[j] if ents[k].is_anat} - absorbed)
+            hj = heads[j]
+            if hj >= 0 and not (runs_j and ents[hj].end < ents[runs[runs_j[0]][0]].start):
+                # a finding ("moderate pulmonary edema and small effusion have increased")
+                _rel(ents[h], "modify", hj)
+            else:
+                # anatomy, possibly after an adjective ("mildly enlarged heart, mediastinal and
+                # hilar contours are unchanged")
+                for r in runs_j:
+                    _rel(ents[h], "located_at", heads_of_run[r])
+            done = True
+            gj = gap(nps[j - 1][-1], nps[j][0]) if j > 0 else ["."]
+            if not (gj and all(t in _COORD for t in gj)) or (hj >= 0 and gj == [","]):
+                break
+            j -= 1
+        return done
+
+    def look_right(n_i: int, h: int, device: bool) -> list[int]:
+        """Anatomy named after the finding: "at the bases", "in the right lower lobe", also past a
+        status word ("atelectasis persists at the left base") and over a coordinated list ("at the
+        right base, right lower chest wall, and right lung apex")."""
+        j = of_link.get(n_i, n_i) + 1
+        while (
+            j < len(nps)
+            and all(ents[k].cls in (O_POST, O_PRE) for k in nps[j])
+            and all(t in _COPULA_VERB for t in gap(nps[j - 1][-1], nps[j][0]))
+        ):
+            j += 1
+        if j >= len(nps) or not ents[nps[j][0]].is_anat:
+            return []
+        g = gap(nps[j - 1][-1], nps[j][0])
+        limit = 9 if device else 4  # "tube ends 4 cm above the carina"
+        if low[ents[nps[j][0]].start] in _ABOVE_BELOW and len(nps[j]) == 1 and j + 1 < len(nps):
+            # "passes below the diaphragm": "below" is itself an anatomy modifier
+            g = [*g, "below"]
+            if ents[nps[j + 1][0]].is_anat:
+                j += 1
+        if not (0 < len(g) <= limit and any(t in L.LOCATION_PREPS and t != "the" for t in g)):
+            return []
+        out = [run_head[nps[j][0]]]
+        while (
+            j + 1 < len(nps)
+            and ents[nps[j + 1][0]].is_anat
+            and all(t in _COORD for t in gap(nps[j][-1], nps[j + 1][0]))
+        ):
+            j += 1
+            out.append(run_head[nps[j][0]])
+        return out
+
     for n_i, np_ in enumerate(nps):
         h = heads[n_i]
         if h < 0 or n_i in of_link.values() and (n_i - 1) in of_link:
             continue
         anat_runs = sorted({run_of[k] for k in np_ if ents[k].is_anat} - absorbed)
         before = [heads_of_run[r] for r in anat_runs if ents[runs[r][-1]].end < ents[h].start]
-        targets = before or [heads_of_run[r] for r in anat_runs][:1]
+        # "enlarged heart, mediastinal and hilar contours": every coordinated anatomy after it
+        targets = before or [heads_of_run[r] for r in anat_runs]
+        if before and low[ents[h].start - 1] in ("volume", "volumes"):
+            # "left lower lobe volume loss": RadGraph-XL locates the loss at "volume"
+            targets = [k for k in np_ if ents[k].end == ents[h].start - 1] or targets
+        if before and low[ents[before[-1]].start] == "pulmonary":
+            inter = before[-1] - 1  # "interstitial pulmonary edema" is located at "interstitial"
+            if (
+                inter in run_head
+                and low[ents[inter].start] == "interstitial"
+                and ents[inter].end + 1 == ents[before[-1]].start
+            ):
+                targets = [inter]
+        device = low[ents[h].end] in _DEVICES
+        if device and targets and all(ents[k].cls == A_PRE for r in anat_runs for k in runs[r]):
+            targets = []  # "Right PICC line ends in the SVC": located where it ends, not "right"
+        status = ents[h].cls in (O_POST, O_PRE) and not anat_runs
+        if status and n_i > 0 and heads[n_i - 1] >= 0 and not ents[heads[n_i - 1]].is_anat:
+            if all(t in _COPULA for t in gap(nps[n_i - 1][-1], np_[0])):
+                # "atelectasis is unchanged at the left base": the status word describes the finding
+                _rel(ents[h], "modify", heads[n_i - 1])
+                continue
+        if status and subject_walk(n_i, h):
+            continue
         if not targets:
-            # look right: "at the bases", "in the right lower lobe", "of the lungs"
-            j = of_link.get(n_i, n_i) + 1
-            if j < len(nps) and ents[nps[j][0]].is_anat:
-                g = gap(nps[j - 1][-1], nps[j][0])
-                limit = 9 if low[ents[h].end] in _DEVICES else 4  # "tube ends 4 cm above the carina"
-                if 0 < len(g) <= limit and any(t in L.LOCATION_PREPS and t != "the" for t in g):
-                    targets = [run_head[nps[j][0]]]
+            targets = look_right(n_i, h, device)
+            if targets:
+                # "masses and nodules throughout both lungs": coordinated findings share it
+                j = n_i
+                while j > 0 and heads[j - 1] >= 0 and all(t in _COORD for t in gap(nps[j - 1][-1], nps[j][0])):
+                    hj = heads[j - 1]
+                    if ents[hj].is_anat or ents[hj].cls != O_HEAD or any(r == "located_at" for r, _ in ents[hj].rels):
+                        break
+                    for t in targets:
+                        _rel(ents[hj], "located_at", t)
+                    j -= 1
         if targets:
             for t in targets:
                 _rel(ents[h], "located_at", t)
@@ -573,26 +723,6 @@ def _relations(low: list[str], s: int, e: int, ents: list[_Ent], idx: list[int])
             prev = [heads[j] for j in range(n_i) if heads[j] >= 0 and ents[heads[j]].cls == O_HEAD]
             if prev:
                 _rel(ents[h], "modify", prev[-1])
-            continue
-        if ents[h].cls not in (O_POST, O_PRE):
-            continue
-        # status word after its subject: "heart size is normal", "effusions are unchanged"
-        j = n_i - 1
-        g = gap(nps[j][-1], np_[0]) if j >= 0 else []
-        if j < 0 or not all(t in _COPULA for t in g):
-            continue
-        while j >= 0:
-            hj = heads[j]
-            if hj >= 0:
-                if not ents[hj].is_anat:
-                    _rel(ents[h], "modify", hj)
-                break
-            for r in sorted({run_of[k] for k in nps[j]}):
-                _rel(ents[h], "located_at", heads_of_run[r])
-            gj = gap(nps[j - 1][-1], nps[j][0]) if j > 0 else ["."]
-            if not (gj and all(t in _COORD for t in gj)):
-                break
-            j -= 1
     # --- fallback: RadGraph-XL links every modifier/status word to something ----------------
     for n_i in range(len(nps)):
         h = heads[n_i]
@@ -608,16 +738,16 @@ def _relations(low: list[str], s: int, e: int, ents: list[_Ent], idx: list[int])
         if tgt >= 0:
             _rel(ents[h], "modify", tgt)
     # --- suggestive_of ----------------------------------------------------------------------
-    i = s
+    i = s if not _SUGGEST_FIRST.isdisjoint(low[s:e]) else e
     while i < e:
-        m = _cue_at(low, i, _SUGGEST_INDEX)[0]
+        m = _cue_at(low, i, _SUGGEST_INDEX)[0] if low[i] in _SUGGEST_INDEX else 0
         if not m:
             i += 1
             continue
-        before = [h for h in heads if h >= 0 and ents[h].end < i]
-        after = [h for h in heads if h >= 0 and ents[h].start >= i + m and ents[h].cls in (O_HEAD, O_PART)]
+        before = [h for h in heads if h >= 0 and ents[h].end < i and ents[h].cls in (O_HEAD, O_PART)]
+        after = [h for h in heads if h >= 0 and ents[h].start >= i + m and ents[h].cls in (O_HEAD, O_PART, O_PRE)]
         if before and after:
-            src = before[-1]
+            src = before[-1]  # the finding right before the cue (status words are never a source)
             for t in after:
                 _rel(ents[src], "suggestive_of", t)
             break
@@ -660,7 +790,11 @@ def _annotate_one(text: str, lex: Lexicon) -> Frozen:
     return _annotate_tokens(tokenize(text[:MAX_CHARS]), lex)
 
 
-@lru_cache(maxsize=8192)
+#: Texts up to this length are memoised (bounded memory: 4096 entries of at most a few kB).
+CACHE_MAX_CHARS = 8_000
+
+
+@lru_cache(maxsize=4096)
 def _annotate_cached(text: str) -> Frozen:
     return _annotate_one(text, DEFAULT_LEXICON)
 
@@ -712,7 +846,10 @@ def annotate(texts: Any, *, lexicon: Lexicon | None = None) -> list[dict[str, An
     for t in items:
         t = _clean(t)
         try:
-            fr = _annotate_cached(t) if lexicon is None else _annotate_one(t, lexicon)
+            if lexicon is not None:
+                fr = _annotate_one(t, lexicon)
+            else:
+                fr = _annotate_cached(t) if len(t) <= CACHE_MAX_CHARS else _annotate_one(t, DEFAULT_LEXICON)
         except Exception:  # a bug must not take down a training step; score as empty
             fr = (" ".join(tokenize(t)), ())
         out.append(_thaw(fr))

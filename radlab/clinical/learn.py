@@ -64,14 +64,64 @@ def learn_words(refs: Sequence[dict[str, Any]], *, min_reports: int = 2, min_rat
     return out
 
 
+def learn_phrases(
+    refs: Sequence[dict[str, Any]], *, min_reports: int = 2, min_ratio: float = 0.6
+) -> dict[tuple[str, ...], str]:
+    """``{token tuple: "A" | "O"}``: multi-word entities kept whole in ≥ ``min_ratio`` of the
+    occurrences of their token sequence, in ≥ ``min_reports`` reports (alphabetic tokens only)."""
+    known = build_lexicon(use_learned=False)
+    seen: Counter[tuple[str, ...]] = Counter()
+    whole: Counter[tuple[str, ...]] = Counter()
+    anat: Counter[tuple[str, ...]] = Counter()
+    reports: defaultdict[tuple[str, ...], set[int]] = defaultdict(set)
+    cands: set[tuple[str, ...]] = set()
+    for ref in refs:
+        toks = [t.lower() for t in str(ref.get("text", "")).split()]
+        for ent in ref.get("entities", {}).values():
+            p = tuple(toks[ent["start_ix"] : ent["end_ix"] + 1])
+            if 1 < len(p) <= 4 and all(t.isalpha() for t in p) and p not in known.phrases:
+                cands.add(p)
+    for r_i, ref in enumerate(refs):
+        toks = [t.lower() for t in str(ref.get("text", "")).split()]
+        spans = {(e["start_ix"], e["end_ix"]): e for e in ref.get("entities", {}).values()}
+        for i in range(len(toks)):
+            for n in (2, 3, 4):
+                p = tuple(toks[i : i + n])
+                if p not in cands:
+                    continue
+                seen[p] += 1
+                ent = spans.get((i, i + n - 1))
+                if ent is not None:
+                    whole[p] += 1
+                    reports[p].add(r_i)
+                    anat[p] += ent["label"].startswith("Anatomy")
+    return {
+        p: "A" if anat[p] * 2 > whole[p] else "O"
+        for p in sorted(cands)
+        if len(reports[p]) >= min_reports and whole[p] >= min_ratio * seen[p]
+    }
+
+
 def _main(path: str) -> None:
     data = json.load(open(path))
-    words = learn_words([d["radgraph_xl"] for d in data])
-    print('"""Words learned by :func:`radlab.clinical.learn.learn_words` from the radgraph dev set (generated)."""')
+    refs = [d["radgraph_xl"] for d in data]
+    words = learn_words(refs)
+    phrases = learn_phrases(refs)
+    print('"""Lexicon entries learned by :mod:`radlab.clinical.learn` (generated; do not edit by hand).')
+    print()
+    print("Source: RadGraph-XL annotations of the radgraph dev reports published in the tests of the")
+    print("Stanford-AIMI radgraph repository (MIT licence). Only single words / short phrases and their")
+    print("class are kept, no report text. Regenerate with")
+    print('``python -m radlab.clinical.learn ../shared/radgraph_dev/reports_radgraph_xl.json``."""')
     print()
     print("LEARNED_WORDS: dict[str, str] = {")
     for w, c in sorted(words.items()):
         print(f'    "{w}": "{c}",')
+    print("}")
+    print()
+    print("LEARNED_PHRASES: dict[tuple[str, ...], str] = {")
+    for p, c in sorted(phrases.items()):
+        print(f'    {p!r}: "{c}",'.replace("'", '"'))
     print("}")
 
 

@@ -1,24 +1,27 @@
-"""Lexicon of the offline RadGraph-style annotator (:mod:`radlab.clinical.annotator`).
+"""Curated lexicon of the offline RadGraph-style annotator (:mod:`radlab.clinical.annotator`).
 
-Pure Python data (no YAML, so it ships without package-data configuration).  All entries are
+Pure Python data (no YAML, so it ships without package-data configuration).  Entries are
 lower-case RadGraph-XL tokens (``wordpunct`` tokenisation: "right-sided" is ``right - sided``).
-The terms come from general chest-radiograph vocabulary (CheXpert/NegEx phrase conventions,
-Fleischner glossary terms, common device names); span conventions (what RadGraph-XL keeps as one
-entity, which word heads an anatomy phrase) were learned by reading RadGraph-XL output.
+The terms are general chest-radiograph vocabulary (anatomy, findings, devices, CheXpert/NegEx-style
+cue phrases), checked for coverage against public report text; the span and relation conventions
+(what RadGraph-XL keeps as one entity, which word heads an anatomy phrase) were read off RadGraph-XL
+output.  Words learned automatically from reference annotations live in
+:mod:`radlab.clinical.lexicon_learned`; curated entries take precedence.
 
-Token classes::
+Token classes (a word in several sets takes the first class in this order: ANAT_PRE, ANAT_PART,
+ANAT_HEAD, OBS_POST, OBS_HEAD, OBS_PRE)::
 
     ANAT_HEAD   anatomy nouns/adjectives that head an anatomy phrase ("lung", "pleural")
     ANAT_PRE    anatomy pre-modifiers that ``modify`` the phrase head ("left", "lower")
     ANAT_PART   anatomy "part" words that ``modify`` back to the organ ("silhouette" in
                 "cardiac silhouette", "size" in "heart size", "base" in "lung base")
     OBS_HEAD    findings and devices ("effusion", "tube")
-    OBS_PRE     observation modifiers that ``modify`` the next head finding ("mild", "small")
-    OBS_POST    status words that ``modify`` the preceding finding ("unchanged", "stable"), or,
-                with no finding before them, are ``located_at`` the subject anatomy
-                ("heart size is normal")
+    OBS_PRE     observation modifiers that ``modify`` the head finding ("mild", "small")
+    OBS_POST    status words that ``modify`` the finding they follow ("unchanged", "stable"), or,
+                after an anatomy subject, are ``located_at`` it ("heart size is normal")
 
-``PHRASES`` lists multi-token spans that RadGraph-XL keeps as a single entity, with their class.
+``PHRASES`` lists multi-token spans that RadGraph-XL keeps as a single entity, with their class
+("A" anatomy, "O" observation).
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from __future__ import annotations
 ANAT_PRE: frozenset[str] = frozenset(
     """
     left right bilateral lower upper mid middle internal external anterior posterior medial superior
-    inferior biapical bibasal above below
+    inferior lateral below first second third fourth fifth sixth seventh eighth ninth tenth eleventh
+    twelfth ascending descending
     """.split()
 )
 
@@ -34,6 +38,7 @@ ANAT_PART: frozenset[str] = frozenset(
     """
     silhouette silhouettes size contour contours volume volumes base bases apex apices wall walls
     junction angle angles parenchyma parenchymal margin margins border borders surface surfaces
+    structures structure space spaces
     """.split()
 )
 
@@ -56,7 +61,11 @@ ANAT_HEAD: frozenset[str] = frozenset(
     fissures pectoral intrafissural cardiopulmonary cardiovascular pleuroparenchymal
     hemidiaphragmatic retrosternal subsegment mainstem medially laterally posteriorly anteriorly
     bilaterally peribronchial peripheral centrilobular lumbar thoracoabdominal upper-abdomen
-    costovertebral ipsilateral contralateral
+    costovertebral ipsilateral contralateral midlung midlungs intraperitoneal midthoracic diaphragms
+    endplate endplates disc discs pelvis sulcus sulci acromioclavicular epicardial coronary lymph
+    node nodes bone bones hiatal cardio costochondral sternoclavicular paraspinal paravertebral
+    retroperitoneal subphrenic parahilar paramediastinal azygoesophageal aortopulmonary bibasal
+    biapical
     """.split()
 )
 
@@ -73,17 +82,19 @@ OBS_PRE: frozenset[str] = frozenset(
     nasogastric orogastric endotracheal tracheostomy enteric feeding pacing metastatic cavitary
     atelectatic consolidative infiltrative cardiogenic noncardiogenic postoperative surgical
     atherosclerotic degenerative healed healing displaced nondisplaced partially partial complete
-    hyperinflated hyperexpanded emphysematous fibrotic inflammatory infectious
+    hyperinflated hyperexpanded emphysematous fibrotic inflammatory infectious top monitoring
+    support congestive multilevel arthritic ectatic calcific irregular sclerotic tuberculous rounded
+    bandlike atypical accentuated active
     """.split()
 )
 
 OBS_POST: frozenset[str] = frozenset(
     """
-    unchanged stable improved improving worsened worsening increased decreased increase decrease
-    resolving improvement progression regression normal unremarkable clear enlarged prominent
-    prominence engorged engorgement elevated elevation low widened widening dilated tortuous intact
-    similar smaller larger worse obscured shifted displaced limits satisfactory grossly stably
-    increasing decreasing
+    coiled kinked unchanged stable improved improving worsened worsening increased decreased
+    increase decrease resolving improvement progression regression normal unremarkable clear
+    enlarged prominent prominence engorged engorgement elevated elevation low widened widening
+    dilated tortuous intact similar smaller larger worse obscured shifted displaced limits
+    satisfactory stably increasing decreasing expanded aerated blunted flattened hypoinflated
     """.split()
 )
 
@@ -107,11 +118,13 @@ OBS_HEAD: frozenset[str] = frozenset(
     pneumatocele cardiomyopathy chf failure aneurysm dissection adenopathy lymphadenopathy
     hyperlucency volume-loss loss inflammation pleurisy empyema abscess osteopenia osteophytes
     arthritis dextroscoliosis levoscoliosis granulomatous sarcoidosis tuberculosis histoplasmosis
-    aspergillosis bronchitis bronchiolitis ards contusion laceration rotation motion monitoring
-    support abnormal asymmetry asymmetric obscuration silhouetting crowding splinting excursion
-    inspiration effort ventilation perfusion expansion reexpansion elevation shift mediastinal-shift
-    gastric-distension distention distension dilatation hyperexpanded hyperinflated atherosclerosis
-    seeds markers fiducial anchors cement fusion fusions
+    aspergillosis bronchitis bronchiolitis ards contusion laceration rotation motion abnormal
+    asymmetry asymmetric obscuration silhouetting crowding splinting excursion inspiration effort
+    ventilation perfusion expansion reexpansion elevation shift mediastinal-shift gastric-distension
+    distention distension dilatation hyperexpanded hyperinflated atherosclerosis seeds markers
+    fiducial anchors cement fusion fusions hypoinflation postsurgical flattening ectasia injury
+    sequela sequelae curvature cholecystectomy spurring irregularity pectus excavatum dislocation
+    osteophyte generator plaque plaques thymoma lymphoma goiter
     """.split()
 )
 
@@ -151,6 +164,9 @@ PHRASES: dict[tuple[str, ...], str] = {
         "soft tissues": "A",
         "soft tissue": "A",
         "superior vena cava": "A",
+        "internal jugular vein": "A",
+        "right internal jugular vein": "A",
+        "left internal jugular vein": "A",
         "inferior vena cava": "A",
         "upper margin": "A",
         "lower cervical spine": "A",
@@ -187,11 +203,12 @@ NEG_PRE: tuple[tuple[str, ...], ...] = tuple(
         "no evidence of",
         "no signs of",
         "no longer",
-        "rather than",
         "neither",
         "nor",
         "removal of",
         "interval removal of",
+        "resolution of",
+        "clear of",
     ]
 )
 NEG_POST: tuple[tuple[str, ...], ...] = tuple(
@@ -209,8 +226,6 @@ NEG_POST: tuple[tuple[str, ...], ...] = tuple(
         "are absent",
         "has resolved",
         "have resolved",
-        "is no longer",
-        "are no longer",
         "not visualized",
         "is not evident",
         "are not evident",
@@ -220,6 +235,16 @@ NEG_POST: tuple[tuple[str, ...], ...] = tuple(
         "has substantially resolved",
         "have substantially resolved",
         "has largely resolved",
+        "no longer seen",
+        "no longer visualized",
+        "no longer present",
+        "no longer evident",
+        "no longer identified",
+        "no longer apparent",
+        "no longer visible",
+        "completely resolved",
+        "not recurred",
+        "has also been removed",
     ]
 )
 UNC_PRE: tuple[tuple[str, ...], ...] = tuple(
@@ -242,16 +267,11 @@ UNC_PRE: tuple[tuple[str, ...], ...] = tuple(
         "question of",
         "questionable",
         "represent",
-        "represents",
-        "representing",
         "reflect",
-        "reflects",
-        "reflecting",
         "possibility",
         "differential",
         "versus",
         "vs",
-        "due to",
         "worrisome",
         "equivocal",
         "cannot exclude",
@@ -269,6 +289,12 @@ UNC_PRE: tuple[tuple[str, ...], ...] = tuple(
         "assessment for",
         "related to",
         "either",
+        "probably",
+        "thought to be",
+        "compatible with",
+        "potential",
+        "suggestion of",
+        "rather than",
     ]
 )
 UNC_POST: tuple[tuple[str, ...], ...] = tuple(
@@ -287,7 +313,6 @@ UNC_POST: tuple[tuple[str, ...], ...] = tuple(
         "is questionable",
         "cannot be entirely excluded",
         "if",
-        "?",
         "are possibilities",
         "is a possibility",
         "are presumed",
@@ -297,13 +322,27 @@ UNC_POST: tuple[tuple[str, ...], ...] = tuple(
         "not be entirely excluded",
         "less likely",
         "is difficult to exclude",
+        "could be present",
+        "may be present",
+        "might be present",
+        "if any",
+        "should be considered",
+        "would have to be considered",
+        "is of serious concern",
+        "would not be appreciated",
+        "cannot be detected",
+        "until proved otherwise",
+        "cannot be completely excluded",
+        "is probably",
+        "not favored",
+        "is not favored",
     ]
 )
 # Cues that end a NegEx scope (besides sentence and clause punctuation).
 SCOPE_END: frozenset[str] = frozenset(
     """
     but however although though except aside apart which while whereas otherwise nevertheless
-    yet despite since
+    yet despite since given ) with
     """.split()
 )
 
@@ -347,12 +386,22 @@ SUGGEST_CUES: tuple[tuple[str, ...], ...] = tuple(
         "probably",
         "which may",
         "which could",
+        "attributable to",
+        "thought to be",
+        "raises the possibility of",
+        "raises concern for",
+        "suggestive for",
+        "differential includes",
+        "may well be",
+        "could be due to",
+        "may be due to",
     ]
 )
 
 # Words after which a following anatomy phrase is the finding's location.
 LOCATION_PREPS: frozenset[str] = frozenset(
-    "in at of within along involving over near throughout into to overlying projecting from the".split()
+    "in at of within along involving over near throughout into to overlying projecting from the above below "
+    "through beyond past across toward towards till until via".split()
 )
 
 # Tokens that never start or belong to an entity although they look like lexicon words in

@@ -1,16 +1,19 @@
-"""Words learned by :func:`radlab.clinical.learn.learn_words` from the radgraph dev set (generated)."""
+"""Lexicon entries learned by :mod:`radlab.clinical.learn` (generated; do not edit by hand).
+
+Source: RadGraph-XL annotations of the radgraph dev reports published in the tests of the
+Stanford-AIMI radgraph repository (MIT licence). Only single words / short phrases and their
+class are kept, no report text. Regenerate with
+``python -m radlab.clinical.learn ../shared/radgraph_dev/reports_radgraph_xl.json``."""
 
 LEARNED_WORDS: dict[str, str] = {
     "aeration": "OH",
     "area": "OP",
-    "below": "AH",
     "bodies": "AH",
     "cage": "AH",
     "cementoplasty": "OH",
     "central": "AH",
     "complications": "OH",
     "compression": "OH",
-    "congestive": "OH",
     "consolidated": "OH",
     "dialysis": "OH",
     "diminished": "OH",
@@ -18,7 +21,6 @@ LEARNED_WORDS: dict[str, str] = {
     "drainage": "OH",
     "edematous": "OH",
     "fat": "OH",
-    "fourth": "AH",
     "fullness": "OH",
     "generally": "OP",
     "height": "OH",
@@ -34,8 +36,16 @@ LEARNED_WORDS: dict[str, str] = {
     "rotated": "OH",
     "shadow": "OH",
     "tension": "OH",
-    "third": "AH",
-    "top": "OH",
     "visceral": "AH",
     "width": "OP",
+}
+
+LEARNED_PHRASES: dict[tuple[str, ...], str] = {
+    ("aortic", "valve"): "A",
+    ("introduction", "sheath"): "O",
+    ("left", "base"): "A",
+    ("left", "pectoral"): "A",
+    ("right", "hilar"): "A",
+    ("right", "lower", "lung"): "A",
+    ("right", "upper", "lobe"): "A",
 }
