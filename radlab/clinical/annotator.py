@@ -280,6 +280,11 @@ def _find_entities(low: list[str], lex: Lexicon) -> list[_Ent]:
         if (w == "placement" and nxt == "of") or (w in ("position", "positioning") and prev in _PATIENT_POSE):
             i += 1  # "placement of a tube", "patient position": not findings
             continue
+        if w == "size" and nxt == "of":
+            k = i + 3 if i + 2 < n and low[i + 2] in ("the", "a", "an") else i + 2
+            if k < n and words.get(low[k], "")[:1] != "A":
+                i += 1  # "the size of the pneumothorax": not the anatomy "size" of "heart size"
+                continue
         if w in _LAT and i >= 2 and low[i - 2] == "to" and prev in ("the", "her", "his"):
             i += 1  # "rotated to the right": a direction, not anatomy
             continue
@@ -322,8 +327,6 @@ def _merge_locations(low: list[str], ents: list[_Ent]) -> list[_Ent]:
             en.cls == A_PRE
             and low[en.start] in _LAT
             and en.start == en.end
-            and en.start > 0
-            and low[en.start - 1] in _PREP_BEFORE
         ):
             nxt = [ents[j] for j in range(i + 1, min(i + 3, n))]
             words = [low[x.start] if x.start == x.end else "" for x in nxt]
@@ -693,7 +696,8 @@ def _relations(low: list[str], s: int, e: int, ents: list[_Ent], idx: list[int])
                 targets = [inter]
         device = low[ents[h].end] in _DEVICES
         if device and targets and all(ents[k].cls == A_PRE for r in anat_runs for k in runs[r]):
-            targets = []  # "Right PICC line ends in the SVC": located where it ends, not "right"
+            # "Right PICC line ends in the SVC": located at "right" and where it ends
+            targets = targets + look_right(n_i, h, device)
         status = ents[h].cls in (O_POST, O_PRE) and not anat_runs
         if status and n_i > 0 and heads[n_i - 1] >= 0 and not ents[heads[n_i - 1]].is_anat:
             if all(t in _COPULA for t in gap(nps[n_i - 1][-1], np_[0])):
