@@ -1,0 +1,474 @@
+"""Paper-style tables, key tests and a findings paragraph generated from the numbers.
+
+Inputs are the evaluation contracts (``results.csv``: ``model, task, metric, value, ci_low,
+ci_high, n``; ``comparisons.csv``: ``model_a, model_b, task, metric, diff, ci_low, ci_high, n``)
+and the :class:`radlab.evaluation.ModelSpec` list, so every function here also works on tables
+read back from disk or written by hand (the tests do that).
+
+* :func:`table1` — report metrics per model (Table 1), best per column in bold, with CIs.
+* :func:`table2` — grounding mAP@0.5 per grounding kind (Table 2).
+* :func:`table3` — the reward ablation over GRPO runs with different rewards (Table 3),
+  including the mean answer length in characters.
+* :func:`key_tests` — the paired tests the paper's claims rest on, with a verdict per row.
+* :func:`findings` — sentences written from those numbers (never hand-edited), also saved to
+  ``findings.md`` by :func:`write_findings`.
+
+Figures live in :mod:`radlab.plots_analysis`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from radlab import runs
+
+# Display order of models and metrics.
+MODEL_ORDER = ("base", "sft", "sft_more", "sft+grpo", "cold_start", "cold_start+grpo", "text_only", "shuffled_image")
+REPORT_METRICS = (
+    "rouge_l", "bleu4", "chexpert_f1_micro14", "chexpert_f1_macro14", "chexpert_f1_micro5", "chexpert_f1_macro5",
+    "chexpert_f1", "f1radgraph_simple", "f1radgraph_partial", "f1radgraph_complete", "radcliq_lite", "mean_chars",
+)
+GROUNDING_METRICS = ("map50", "map50_95", "acc50", "mean_iou", "box_soft_f1")
+LOWER_IS_BETTER = frozenset({"radcliq_lite"})
+# Not ranked (no "best"): lengths and counts describe, they are not scores.
+UNRANKED = frozenset({"mean_chars", "n_tokens", "n_pred", "truncated", "missing_think", "answered"})
+# Shown as is (not ×100).
+UNSCALED = frozenset({"mean_chars", "n_tokens", "n_pred", "radcliq_lite"})
+LABELS = {
+    "rouge_l": "R-L", "bleu4": "BLEU-4", "chexpert_f1_micro14": "CXb-micro14", "chexpert_f1_macro14": "CXb-macro14",
+    "chexpert_f1_micro5": "CXb-micro5", "chexpert_f1_macro5": "CXb-macro5", "chexpert_f1": "CXb-F1/sample",
+    "f1radgraph_simple": "RGF1-S", "f1radgraph_partial": "RGF1-P", "f1radgraph_complete": "RGF1-C",
+    "radcliq_lite": "RCQ-lite", "mean_chars": "chars", "map50": "mAP@0.5", "map50_95": "mAP@.5:.95",
+    "acc50": "Acc@0.5", "mean_iou": "IoU", "box_soft_f1": "soft-F1",
+}
+GROUNDING_KIND_LABELS = {"anatomy": "Anatomy", "abnormality": "Abnorm.", "abnormality_all": "Abnorm. (all)",
+                         "phrase": "Phrase"}
+# A GRPO model whose answers shrink by more than this fraction vs its start is flagged.
+LENGTH_COLLAPSE = 0.30
+# Truncation / missing-think rates worth a sentence.
+FORMAT_ALERT = 0.05
+
+
+def model_order(models: Iterable[str]) -> list[str]:
+    """Canonical models first (paper order), then the rest alphabetically."""
+    models = list(dict.fromkeys(models))
+    known = [m for m in MODEL_ORDER if m in models]
+    return known + sorted(m for m in models if m not in MODEL_ORDER)
+
+
+@dataclass
+class Table:
+    """A model × column table: ``values`` (numbers), ``text`` (``"value [lo, hi]"`` strings, best
+    in ``**bold**``), ``best`` (bool mask) and a ``caption``."""
+
+    values: pd.DataFrame
+    text: pd.DataFrame
+    best: pd.DataFrame
+    caption: str
+
+    def markdown(self) -> str:
+        """GitHub markdown with the caption as a first line."""
+        df = self.text.copy()
+        df.insert(0, "model", df.index)
+        header = "| " + " | ".join(map(str, df.columns)) + " |"
+        sep = "|" + "---|" * len(df.columns)
+        body = ["| " + " | ".join(str(v) for v in row) + " |" for row in df.itertuples(index=False)]
+        return "\n".join([f"**{self.caption}**", "", header, sep, *body])
+
+    def styler(self) -> Any:
+        """A pandas ``Styler`` of ``text`` (bold markers removed; best cells bold via CSS)."""
+        plain = self.text.replace(r"\*\*", "", regex=True)
+        best = self.best
+
+        def bold(col: pd.Series) -> list[str]:
+            return ["font-weight: bold" if best.loc[i, col.name] else "" for i in col.index]
+
+        return plain.style.apply(bold, axis=0).set_caption(self.caption)
+
+    def _repr_markdown_(self) -> str:  # notebooks render it without extra calls
+        return self.markdown()
+
+
+def _fmt(metric: str, value: float, lo: float | None = None, hi: float | None = None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    scale = 1.0 if metric in UNSCALED else 100.0
+    digits = 0 if metric in ("mean_chars", "n_tokens") else 2 if metric in UNSCALED else 1
+    text = f"{value * scale:.{digits}f}"
+    if lo is not None and hi is not None and not (math.isnan(lo) or math.isnan(hi)):
+        text += f" [{lo * scale:.{digits}f}, {hi * scale:.{digits}f}]"
+    return text
+
+
+def metric_table(results: pd.DataFrame, columns: Sequence[tuple[str, str, str]], models: Sequence[str] | None,
+                 caption: str) -> Table:
+    """Build a :class:`Table` from long results.
+
+    ``columns`` are ``(label, task, metric)``; ``models`` the rows (default: every model with a
+    value in any column, canonical order).  Bold = best value of a ranked metric (ties all bold).
+    """
+    index = {(r.model, r.task, r.metric): r for r in results.itertuples(index=False)}
+    if models is None:
+        models = model_order(m for (m, t, me) in index if any((t, me) == (c[1], c[2]) for c in columns))
+    values = pd.DataFrame(index=list(models), columns=[c[0] for c in columns], dtype=float)
+    text = pd.DataFrame(index=list(models), columns=[c[0] for c in columns], dtype=object)
+    best = pd.DataFrame(False, index=list(models), columns=[c[0] for c in columns])
+    for label, task, metric in columns:
+        for m in models:
+            r = index.get((m, task, metric))
+            values.loc[m, label] = r.value if r is not None else math.nan
+            text.loc[m, label] = _fmt(metric, r.value, r.ci_low, r.ci_high) if r is not None else "–"
+        col = values[label]
+        # Bold needs a ranking: at least two values and not all equal (a tie of everyone is no "best").
+        if metric not in UNRANKED and col.notna().sum() >= 2 and col.nunique() > 1:
+            target = col.min() if metric in LOWER_IS_BETTER else col.max()
+            for m in models:
+                if col[m] == target:
+                    best.loc[m, label] = True
+                    text.loc[m, label] = f"**{text.loc[m, label]}**"
+    return Table(values, text, best, caption)
+
+
+def table1(results: pd.DataFrame, models: Sequence[str] | None = None, ci: float = 0.95) -> Table | None:
+    """Table 1: report metrics per model (×100 except chars and RadCliQ-lite), CIs in brackets."""
+    present = set(results.loc[results["task"] == "report", "metric"])
+    cols = [(LABELS.get(m, m), "report", m) for m in REPORT_METRICS if m in present]
+    if not cols:
+        return None
+    return metric_table(results, cols, models,
+                        f"Table 1. Report generation (×100; {ci:.0%} bootstrap CI; best in bold; "
+                        "RCQ-lite: lower is better)")
+
+
+def table2(results: pd.DataFrame, models: Sequence[str] | None = None, metric: str = "map50",
+           ci: float = 0.95) -> Table | None:
+    """Table 2: grounding ``metric`` (default mAP@0.5) per grounding kind, plus all kinds pooled."""
+    tasks = sorted(t for t in results["task"].unique() if t.startswith("grounding:"))
+    cols = [(GROUNDING_KIND_LABELS.get(t.split(":", 1)[1], t.split(":", 1)[1]), t, metric) for t in tasks]
+    if (results["task"] == "grounding").any():
+        cols.append(("All", "grounding", metric))
+    if not cols or not (results["metric"] == metric).any():
+        return None
+    return metric_table(results, cols, models,
+                        f"Table 2. Grounding {LABELS.get(metric, metric)} (×100) per task ({ci:.0%} bootstrap CI)")
+
+
+def table3(results: pd.DataFrame, specs: Sequence[Any]) -> tuple[Table | None, str]:
+    """Table 3: the reward ablation over non-thinking GRPO runs started from SFT.
+
+    A run's rewards come from its ``params.yaml`` (``reward_names``).  Needs at least two such
+    runs with different rewards; otherwise returns ``(None, reason)``.  Rows are labelled
+    ``"<model> (+ reward, reward)"``; ``sft`` is the shared start.
+    """
+    from radlab.evaluation import reward_names
+
+    runs_ = [s for s in specs if s.run_params and not s.thinking and s.run_dir is not None
+             and s.run_dir.name.startswith("grpo")]
+    rewards = {s.name: reward_names(s.run_params) for s in runs_}
+    distinct = {tuple(v) for v in rewards.values()}
+    if len(runs_) < 2 or len(distinct) < 2:
+        found = ", ".join(f"{k}: {'+'.join(v) or '?'}" for k, v in rewards.items()) or "none"
+        return None, ("Table 3 (reward ablation) skipped: it needs at least two non-thinking GRPO runs with "
+                      f"different rewards (found {found}); add runs with run_name grpo_<name> and other reward_names")
+    present = set(results.loc[results["task"] == "report", "metric"])
+    cols = [(LABELS.get(m, m), "report", m) for m in REPORT_METRICS if m in present]
+    models = ["sft"] + [s.name for s in runs_] if "sft" in set(results["model"]) else [s.name for s in runs_]
+    table = metric_table(results, cols, models, "Table 3. Reward ablation, report task (×100; chars = mean answer "
+                         "length in characters)")
+    rename = {s.name: f"{s.name} (+ {', '.join(rewards[s.name]) or '?'})" for s in runs_}
+    for df in (table.values, table.text, table.best):
+        df.rename(index=rename, inplace=True)
+    return table, ""
+
+
+# ----------------------------------------------------------------------------------------------
+# Key tests and the findings paragraph
+# ----------------------------------------------------------------------------------------------
+
+KEY_TESTS = (
+    ("sft+grpo", "sft", "RL vs SFT"),
+    ("sft+grpo", "sft_more", "RL vs compute-matched SFT"),
+    ("cold_start+grpo", "sft+grpo", "thinking vs no thinking"),
+    ("cold_start+grpo", "cold_start", "RL on the thinking model"),
+    ("sft", "text_only", "SFT vs text-only prior"),
+    ("sft", "shuffled_image", "SFT vs shuffled image"),
+)
+
+
+def headline_metric(results: pd.DataFrame, task: str, preferred: str) -> str | None:
+    """``preferred`` if ``results`` has it for ``task``, else the first available fallback."""
+    have = set(results.loc[results["task"] == task, "metric"])
+    fallbacks = (preferred,) + (("f1radgraph_partial", "f1radgraph_complete", "chexpert_f1", "rouge_l")
+                                if task == "report" else ("map50", "box_soft_f1", "mean_iou"))
+    return next((m for m in fallbacks if m in have), None)
+
+
+def verdict(diff: float, lo: float, hi: float, lower_is_better: bool = False) -> str:
+    """``"better"`` / ``"worse"`` when the CI excludes 0, else ``"no detectable difference"``."""
+    if any(math.isnan(x) for x in (diff, lo, hi)):
+        return "undetermined"
+    if lo > 0:
+        return "worse" if lower_is_better else "better"
+    if hi < 0:
+        return "better" if lower_is_better else "worse"
+    return "no detectable difference"
+
+
+def key_tests(comparisons: pd.DataFrame, results: pd.DataFrame, report_metric: str = "f1radgraph_partial",
+              grounding_metric: str = "map50") -> pd.DataFrame:
+    """The paired tests behind the paper's claims on each task's headline metric.
+
+    Columns: ``question, model_a, model_b, task, metric, a, b, diff, ci_low, ci_high, n, verdict``
+    (``a``/``b`` the two models' values from ``results``).
+    """
+    rows = []
+    for a, b, question in KEY_TESTS:
+        for task, pref in (("report", report_metric), ("grounding", grounding_metric)):
+            metric = headline_metric(results, task, pref)
+            c = _comparison(comparisons, a, b, task, metric)
+            if c is None:
+                continue
+            rows.append({"question": question, "model_a": a, "model_b": b, "task": task, "metric": metric,
+                         "a": _value(results, a, task, metric), "b": _value(results, b, task, metric),
+                         "diff": c["diff"], "ci_low": c["ci_low"], "ci_high": c["ci_high"], "n": c["n"],
+                         "verdict": verdict(c["diff"], c["ci_low"], c["ci_high"], metric in LOWER_IS_BETTER)})
+    return pd.DataFrame(rows, columns=["question", "model_a", "model_b", "task", "metric", "a", "b", "diff",
+                                       "ci_low", "ci_high", "n", "verdict"])
+
+
+def _comparison(comparisons: pd.DataFrame, a: str, b: str, task: str, metric: str | None) -> dict[str, Any] | None:
+    if metric is None or comparisons.empty:
+        return None
+    sel = comparisons[(comparisons["model_a"] == a) & (comparisons["model_b"] == b) & (comparisons["task"] == task)
+                      & (comparisons["metric"] == metric)]
+    return None if sel.empty else sel.iloc[0].to_dict()
+
+
+def _value(results: pd.DataFrame, model: str, task: str, metric: str | None) -> float:
+    if metric is None:
+        return math.nan
+    sel = results[(results["model"] == model) & (results["task"] == task) & (results["metric"] == metric)]
+    return float(sel["value"].iloc[0]) if len(sel) else math.nan
+
+
+def _ci(c: Mapping[str, Any]) -> str:
+    return f"{c['diff']:+.3f} (95% CI {c['ci_low']:+.3f} to {c['ci_high']:+.3f}, n={int(c['n'])})"
+
+
+def _tally(comparisons: pd.DataFrame, a: str, b: str, task: str) -> str:
+    """``"11 report metrics: 3 better, 1 worse, 7 no detectable difference"`` for one pair and task
+    (ranked metrics only), or ``""`` when there is at most one."""
+    if comparisons.empty:
+        return ""
+    sel = comparisons[(comparisons["model_a"] == a) & (comparisons["model_b"] == b) & (comparisons["task"] == task)
+                      & ~comparisons["metric"].isin(UNRANKED)]
+    if len(sel) < 2:
+        return ""
+    verdicts = [verdict(r.diff, r.ci_low, r.ci_high, r.metric in LOWER_IS_BETTER) for r in sel.itertuples(index=False)]
+    counts = {k: verdicts.count(k) for k in ("better", "worse", "no detectable difference")}
+    return f"{len(sel)} {task} metrics: " + ", ".join(f"{n} {k}" for k, n in counts.items())
+
+
+def _targeted_tasks(spec: Any) -> set[str]:
+    """Tasks a GRPO run optimised: its ``tasks`` param, else inferred from its reward names."""
+    from radlab.evaluation import reward_names
+
+    tasks = spec.run_params.get("tasks") if spec.run_params else None
+    if isinstance(tasks, str) and tasks.strip():
+        return {t.strip() for t in tasks.split(",") if t.strip()}
+    if isinstance(tasks, (list, tuple)) and tasks:
+        return {str(t) for t in tasks}
+    names = reward_names(spec.run_params or {})
+    try:
+        from radlab.rewards import GROUNDING_REWARDS, REPORT_REWARDS
+    except ImportError:  # rewards not importable: fall back to the names' wording
+        REPORT_REWARDS, GROUNDING_REWARDS = (), ()
+    out = set()
+    for n in names:
+        if n == "think_format":  # shapes the format of both tasks, targets neither
+            continue
+        if n in GROUNDING_REWARDS or ("box" in n and n not in REPORT_REWARDS):
+            out.add("grounding")
+        else:
+            out.add("report")
+    return out
+
+
+def grpo_starts(specs: Sequence[Any]) -> dict[str, str]:
+    """GRPO model -> the model it started from (``cold_start`` for thinking runs, else ``sft``)."""
+    out = {}
+    for s in specs:
+        if s.name == "sft+grpo" or (s.run_dir is not None and s.run_dir.name.startswith("grpo")):
+            out[s.name] = "cold_start" if s.thinking else "sft"
+    return out
+
+
+def findings(results: pd.DataFrame, comparisons: pd.DataFrame, specs: Sequence[Any] = (),
+             notes: Sequence[str] = (), *, report_metric: str = "f1radgraph_partial",
+             grounding_metric: str = "map50") -> str:
+    """A short paragraph per question, written from the tables (no hand-written numbers).
+
+    Answers: does RL beat SFT on each task (CI excludes 0?), does it beat the compute-matched
+    SFT control, does thinking help, is a reward hacked (report length drops by more than
+    :data:`LENGTH_COLLAPSE` vs the GRPO start), what GRPO does to a task it did not target, format
+    failures (truncation / missing ``</think>``), and whether SFT beats the shortcut baselines.
+    ``notes`` only contribute the names of skipped models; :func:`write_findings` lists them in full.
+    """
+    out: list[str] = []
+    metric_of = {"report": headline_metric(results, "report", report_metric),
+                 "grounding": headline_metric(results, "grounding", grounding_metric)}
+    models = set(results["model"])
+
+    def name(m: str | None) -> str:
+        return LABELS.get(m or "", m or "?")
+
+    def sentence(a: str, b: str, task: str, what: str) -> str | None:
+        metric = metric_of[task]
+        c = _comparison(comparisons, a, b, task, metric)
+        if c is None:
+            return None
+        v = verdict(c["diff"], c["ci_low"], c["ci_high"], metric in LOWER_IS_BETTER)
+        va, vb = _value(results, a, task, metric), _value(results, b, task, metric)
+        judged = {"better": f"{a} is better (the CI excludes 0)", "worse": f"{a} is worse (the CI excludes 0)",
+                  "no detectable difference": "no detectable difference (the CI includes 0)",
+                  "undetermined": "undetermined (no CI)"}[v]
+        tally = _tally(comparisons, a, b, task)
+        return (f"{what}, {task} ({name(metric)}): {a} {va:.3f} vs {b} {vb:.3f}, difference {_ci(c)}: {judged}"
+                + (f"; over all {tally}" if tally else "") + ".")
+
+    # 1. RL vs SFT, per task.
+    rl = [s for t in ("report", "grounding") if (s := sentence("sft+grpo", "sft", t, "RL vs SFT"))]
+    if rl:
+        out += rl
+    else:
+        out.append("RL vs SFT: not tested (" + ", ".join(m for m in ("sft+grpo", "sft") if m not in models)
+                   + " not evaluated).")
+    # 2. Compute-matched control.
+    cm = [s for t in ("report", "grounding") if (s := sentence("sft+grpo", "sft_more", t, "RL vs SFT for the same "
+                                                                                          "wall time (sft_more)"))]
+    if cm:
+        out += cm
+    elif "sft+grpo" in models:
+        out.append("The compute-matched control (sft_more: SFT continued for the GRPO wall time) is missing, so a "
+                   "gain of RL over SFT cannot be separated from simply training longer.")
+    # 3. Thinking.
+    th = [s for t in ("report", "grounding") if (s := sentence("cold_start+grpo", "sft+grpo", t,
+                                                               "Thinking vs no thinking after RL"))]
+    if th:
+        out += th
+    elif "cold_start+grpo" not in models:
+        out.append("Thinking vs no thinking: not tested (cold_start+grpo not evaluated).")
+    # 4. Reward hacking through length, and 5. the non-targeted task.
+    spec_by = {s.name: s for s in specs}
+    starts = grpo_starts(specs) or {m: "sft" for m in models if m == "sft+grpo"}
+    for model, start in starts.items():
+        if model not in models or start not in models:
+            continue
+        a, b = _value(results, model, "report", "mean_chars"), _value(results, start, "report", "mean_chars")
+        if not (math.isnan(a) or math.isnan(b)) and b > 0:
+            change = a / b - 1.0
+            if change < -LENGTH_COLLAPSE:
+                out.append(f"Possible reward hacking: {model}'s reports are {-change:.0%} shorter than {start}'s "
+                           f"({a:.0f} vs {b:.0f} characters), a drop beyond {LENGTH_COLLAPSE:.0%}.")
+            else:
+                out.append(f"No length collapse for {model}: mean report length {a:.0f} vs {b:.0f} characters "
+                           f"for {start} ({change:+.0%}).")
+        spec = spec_by.get(model)
+        if spec is not None and spec.run_params:
+            targeted = _targeted_tasks(spec)
+            if targeted >= {"report", "grounding"}:
+                out.append(f"{model}'s GRPO optimised both tasks, so no task was left untargeted.")
+            for task in ("report", "grounding"):
+                if task in targeted:
+                    continue
+                s = sentence(model, start, task, f"Effect of {model}'s GRPO (trained on {', '.join(sorted(targeted))}"
+                                                 ") on the task it did not target")
+                if s:
+                    out.append(s)
+    # 6. Format failures.
+    for diag, what in (("truncated", "hit the token budget without stopping"),
+                       ("missing_think", "have no </think> (scored 0)")):
+        sel = results[(results["metric"] == diag) & (results["task"].isin(["report", "grounding"]))
+                      & (results["value"] > FORMAT_ALERT)]
+        if len(sel):
+            parts = [f"{r.model} {r.task} {r.value:.0%}" for r in sel.itertuples(index=False)]
+            out.append(f"Answers that {what} (over {FORMAT_ALERT:.0%}): " + ", ".join(parts) + ".")
+    # 7. Shortcuts.
+    for base in ("text_only", "shuffled_image"):
+        for task in ("report", "grounding"):
+            s = sentence("sft", base, task, {"text_only": "SFT vs the text-only prior",
+                                              "shuffled_image": "SFT vs SFT on shuffled images"}[base])
+            if s:
+                out.append(s)
+    skipped = sorted({n.split(":", 1)[0] for n in notes if ": skipped" in n.split("—")[0]})
+    if skipped:
+        out.append(f"Not evaluated: {', '.join(skipped)} (see the notes).")
+    return " ".join(out)
+
+
+def models_frame(specs: Sequence[Any]) -> pd.DataFrame:
+    """The models to evaluate: ``model, path, thinking, run, rewards, note``."""
+    from radlab.evaluation import reward_names
+
+    return pd.DataFrame([{"model": s.name, "path": s.path, "thinking": s.thinking,
+                          "run": s.run_dir.name if s.run_dir is not None else "",
+                          "rewards": ", ".join(reward_names(s.run_params)), "note": s.note} for s in specs],
+                        columns=["model", "path", "thinking", "run", "rewards", "note"])
+
+
+def shortcut_table(results: pd.DataFrame, report_metric: str = "f1radgraph_partial",
+                   grounding_metric: str = "map50") -> Table | pd.DataFrame:
+    """Headline metrics of ``sft`` next to the ``text_only`` and ``shuffled_image`` baselines
+    (an empty frame when no baseline was scored)."""
+    models = [m for m in ("sft", "text_only", "shuffled_image") if m in set(results["model"])]
+    if not {"text_only", "shuffled_image"} & set(models):
+        return pd.DataFrame()
+    cols = [(f"{task}: {LABELS.get(m, m)}", task, m) for task, m in
+            (("report", headline_metric(results, "report", report_metric)),
+             ("grounding", headline_metric(results, "grounding", grounding_metric))) if m is not None]
+    return metric_table(results, cols, models, "Shortcut baselines (×100, bootstrap CI)")
+
+
+def summary(evaluation: Any, findings_text: str = "") -> dict[str, Any]:
+    """What the ``DONE`` marker records: models, rows, seconds, headline tests and the findings."""
+    tests = key_tests(evaluation.comparisons, evaluation.results)
+    return {
+        "models": sorted(set(evaluation.per_sample["model"])),
+        "rows": int(len(evaluation.per_sample)),
+        "generation_seconds": float(evaluation.timings["seconds"].fillna(0).sum()),
+        "key_tests": tests[["question", "task", "metric", "diff", "ci_low", "ci_high", "verdict"]].to_dict("records"),
+        "notes": list(evaluation.notes),
+        "findings": findings_text,
+    }
+
+
+def notes_markdown(notes: Sequence[str], title: str = "Notes") -> str:
+    """A markdown bullet list of notes (``""`` when there are none)."""
+    notes = [n for n in notes if n]
+    return f"**{title}**\n\n" + "\n".join(f"- {n}" for n in notes) if notes else ""
+
+
+def write_findings(run_dir: str | os.PathLike[str], text: str, tables: Sequence[Table | None] = (),
+                   notes: Sequence[str] = ()) -> Path:
+    """Write ``findings.md``: the generated paragraph, the notes, then the tables in markdown."""
+    parts = ["# Findings (generated from results.csv and comparisons.csv)", "", text, ""]
+    if notes:
+        parts += [notes_markdown(notes), ""]
+    for t in tables:
+        if t is not None:
+            parts += [t.markdown(), ""]
+    return runs.write_text(Path(run_dir) / "findings.md", "\n".join(parts))
+
+
+__all__ = [
+    "GROUNDING_METRICS", "KEY_TESTS", "LENGTH_COLLAPSE", "MODEL_ORDER", "REPORT_METRICS", "Table", "findings",
+    "grpo_starts", "headline_metric", "key_tests", "metric_table", "model_order", "models_frame", "notes_markdown", "shortcut_table", "summary", "table1", "table2", "table3",
+    "verdict", "write_findings",
+]

@@ -1,0 +1,1068 @@
+"""One evaluation path for every checkpoint: batched generation, per-sample scores, CIs.
+
+The analysis stage (``notebooks/04_analysis.ipynb``) compares the models of one experiment on
+the data stage's held-out split (``runs/<exp>/data/eval/``, GRPO column layout):
+
+1. :func:`discover_models` maps model names (``base``, ``sft``, ``sft_more``, ``sft+grpo``,
+   ``cold_start``, ``cold_start+grpo`` and any extra ``grpo*`` run for the reward ablation) to
+   model folders; a missing one becomes a visible note, never a crash.
+2. :func:`load_eval_rows` takes a seeded subset of ``n_eval`` rows per task.
+3. :func:`generate` decodes a list of chat prompts in batches: left padding, prompts sorted by
+   length so a batch wastes few pad positions, seeded, greedy by default.  It reports per row
+   the completion text, its token count and whether it stopped at EOS (else: truncated).
+4. :func:`evaluate_model` caches each model's generations in ``analysis/generations/`` keyed by
+   the model's weights and the evaluation fingerprint, so re-rendering the notebook does not
+   regenerate; answers are taken after the last ``</think>`` for thinking models.
+5. :func:`score_rows` scores every row with ``radlab.metrics`` (one column per metric);
+   :func:`results_table` and :func:`comparisons_table` turn the per-sample table into the
+   ``results.csv`` / ``comparisons.csv`` contracts of ``docs/architecture.md``.
+
+Tables, figures and the generated findings paragraph live in :mod:`radlab.analysis`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import hashlib
+import json
+import os
+import re
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from radlab import runs
+from radlab.config import CommonParams, ParamError
+from radlab.formats import answer_text, format_boxes
+
+# Canonical model names (docs/architecture.md) and the run folder holding each model, relative
+# to runs/<experiment>/.  ``base`` is the model the SFT stage started from.
+MODEL_RUNS: dict[str, str] = {
+    "base": "sft/base_model",
+    "sft": "sft/model",
+    "sft_more": "sft_more/model",
+    "sft+grpo": "grpo/model",
+    "cold_start": "cold_start/model",
+    "cold_start+grpo": "grpo_think/model",
+}
+# Models whose prompts ask for <think>…</think> (unless their params.yaml says otherwise).
+THINKING_MODELS = frozenset({"cold_start", "cold_start+grpo"})
+# Shortcut baselines, scored like models.
+SHORTCUT_MODELS = ("text_only", "shuffled_image")
+TASKS = ("report", "grounding")
+
+# (model_a, model_b, question) pairs for comparisons.csv; diff = a − b, paired by row.
+COMPARISONS: tuple[tuple[str, str, str], ...] = (
+    ("sft+grpo", "sft", "RL vs SFT"),
+    ("sft+grpo", "sft_more", "RL vs compute-matched SFT"),
+    ("cold_start+grpo", "sft+grpo", "thinking vs no thinking (after RL)"),
+    ("cold_start+grpo", "cold_start", "GRPO on the thinking model"),
+    ("cold_start", "sft", "cold start vs SFT"),
+    ("sft", "base", "SFT vs base"),
+    ("sft", "text_only", "SFT vs text-only prior"),
+    ("sft", "shuffled_image", "SFT vs shuffled image"),
+)
+
+
+@dataclass
+class AnalysisParams(CommonParams):
+    """Parameters of the analysis stage (``notebooks/04_analysis.ipynb``)."""
+
+    STAGE: ClassVar[str] = "analysis"
+
+    models: str = field(
+        default="base,sft,sft_more,sft+grpo,cold_start,cold_start+grpo",
+        metadata={"help": "comma-separated models to compare; names map to run folders (see model_dirs)"},
+    )
+    model_dirs: str = field(
+        default="",
+        metadata={"help": "overrides 'name=path,name=path' (a folder or radlab:<size>); '' = runs/<exp>/<run>/model"},
+    )
+    data_dir: str = field(
+        default="",
+        metadata={"help": "data stage folder holding eval/; '' = runs/<exp>/data", "path": "dir",
+                  "missing_hint": "; run notebooks/00_data.ipynb first"},
+    )
+    eval_split: str = field(default="test", metadata={"help": "split of data/eval/ to score"})
+    n_eval: int = field(default=1000, metadata={"help": "rows per task (report, grounding), seeded subset; 0 = all"})
+    batch_size: int = field(default=32, metadata={"help": "prompts per generate() call"})
+    max_new_tokens: int = field(default=128, metadata={"help": "generation budget of non-thinking models"})
+    max_new_tokens_thinking: int = field(default=384, metadata={"help": "generation budget of thinking models"})
+    do_sample: bool = field(default=False, metadata={"help": "sample instead of greedy decoding"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature (only with do_sample)"})
+    n_boot: int = field(default=2000, metadata={"help": "bootstrap resamples for CIs and paired tests"})
+    ci: float = field(default=0.95, metadata={"help": "confidence level of the bootstrap intervals"})
+    annotator: str = field(default="rules", metadata={"help": "report annotator of radlab.metrics: 'rules' or 'radgraph-xl'"})
+    report_metric: str = field(default="f1radgraph_partial", metadata={"help": "headline report metric of the findings"})
+    grounding_metric: str = field(default="map50", metadata={"help": "headline grounding metric of the findings"})
+    ablation: bool = field(default=True, metadata={"help": "also evaluate other grpo*/ run folders (Table 3)"})
+    shortcuts: bool = field(default=True, metadata={"help": "score the text-only and shuffled-image baselines"})
+    shortcut_model: str = field(default="sft", metadata={"help": "model that reads the shuffled images"})
+    use_cache: bool = field(default=True, metadata={"help": "reuse cached generations in analysis/generations/"})
+    device: str = field(default="", metadata={"help": "'' = cuda if available, else cpu"})
+    dtype: str = field(default="", metadata={"help": "'' = float32 on cpu, bfloat16 on cuda"})
+    n_qualitative: int = field(default=4, metadata={"help": "examples per task in the qualitative figure"})
+
+    def __post_init__(self) -> None:
+        if not self.data_dir:
+            self.data_dir = str(self.stage_path("data"))
+        names = model_names(self.models)
+        if not names:
+            raise ParamError("models: name at least one model")
+        overrides = parse_model_dirs(self.model_dirs)
+        unknown = sorted(n for n in names if n not in MODEL_RUNS and n not in overrides)
+        if unknown:
+            raise ParamError(
+                f"models: unknown model(s) {unknown}; known {sorted(MODEL_RUNS)} (or give a path in model_dirs)"
+            )
+        for key in ("n_eval", "n_boot", "n_qualitative"):
+            if getattr(self, key) < 0:
+                raise ParamError(f"{key} must be >= 0, got {getattr(self, key)}")
+        for key in ("batch_size", "max_new_tokens", "max_new_tokens_thinking"):
+            if getattr(self, key) < 1:
+                raise ParamError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if not 0.0 < self.ci < 1.0:
+            raise ParamError(f"ci must be in (0, 1), got {self.ci}")
+        from radlab.metrics import ANNOTATOR_BACKENDS
+
+        if self.annotator not in ANNOTATOR_BACKENDS:
+            raise ParamError(f"annotator must be one of {ANNOTATOR_BACKENDS}, got {self.annotator!r}")
+        if self.do_sample and self.temperature <= 0:
+            raise ParamError(f"temperature must be > 0 when do_sample, got {self.temperature}")
+
+    @property
+    def experiment_dir(self) -> Path:
+        """``<output_root>/<experiment>``: where the other runs' folders live."""
+        return Path(self.output_root) / self.experiment
+
+
+def model_names(spec: str) -> list[str]:
+    """``"base, sft,,sft+grpo" -> ["base", "sft", "sft+grpo"]`` (order kept, duplicates dropped)."""
+    out: list[str] = []
+    for name in spec.split(","):
+        name = name.strip()
+        if name and name not in out:
+            out.append(name)
+    return out
+
+
+def parse_model_dirs(spec: str) -> dict[str, str]:
+    """``"sft=/x/model, base=radlab:small" -> {"sft": "/x/model", "base": "radlab:small"}``."""
+    out: dict[str, str] = {}
+    for part in spec.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        name, sep, path = part.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise ParamError(f"model_dirs: expected 'name=path', got {part!r}")
+        out[name.strip()] = path.strip()
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Which models exist
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelSpec:
+    """One model to evaluate.
+
+    ``path`` is a model folder or an embedded spec (``radlab:small``); ``run_dir`` the run folder
+    that produced it (``None`` for overrides); ``thinking`` whether its prompts ask for a think
+    block; ``run_params`` that run's ``params.yaml`` (``{}`` if none).
+    """
+
+    name: str
+    path: str
+    thinking: bool = False
+    run_dir: Path | None = None
+    run_params: dict[str, Any] = field(default_factory=dict)
+    note: str = ""
+
+
+def _read_params(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "params.yaml"
+    if not path.exists():
+        return {}
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _is_model_dir(path: Path) -> bool:
+    return path.is_dir() and ((path / "config.json").exists() or (path / "adapter_config.json").exists())
+
+
+def _base_model_path(exp_dir: Path) -> str | None:
+    """The SFT start: ``sft/base_model`` if saved, else the checkpoint named in ``sft/params.yaml``.
+
+    An embedded ``radlab:<size>`` start is only usable from ``sft/base_model`` (the SFT stage
+    builds it there with the data's texts in its tokenizer); a fresh build would be another model.
+    """
+    folder = exp_dir / "sft" / "base_model"
+    if _is_model_dir(folder):
+        return str(folder)
+    params = _read_params(exp_dir / "sft")
+    value = params.get("model_name_or_path")
+    if isinstance(value, str) and value and not value.startswith("radlab:"):
+        return value
+    return None
+
+
+def _looks_like_hub_id(path: str) -> bool:
+    return bool(re.match(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$", path)) and not Path(path).exists()
+
+
+def reward_names(run_params: Mapping[str, Any]) -> list[str]:
+    """Reward names recorded in a GRPO run's params (``reward_funcs``/``rewards``/…), in order."""
+    for key in ("reward_funcs", "rewards", "reward_names", "reward", "report_reward"):
+        value = run_params.get(key)
+        if isinstance(value, str) and value.strip():
+            return [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, (list, tuple)) and value:
+            return [str(v) for v in value]
+    return []
+
+
+def discover_models(params: AnalysisParams) -> tuple[list[ModelSpec], list[str]]:
+    """Resolve ``params.models`` (and, with ``ablation``, extra ``grpo*`` runs) to model folders.
+
+    Returns ``(specs, notes)``: a model whose folder is missing is left out and described in
+    ``notes`` (shown in the notebook), so a partial experiment still renders.
+    """
+    exp_dir = params.experiment_dir
+    overrides = parse_model_dirs(params.model_dirs)
+    specs: list[ModelSpec] = []
+    notes: list[str] = []
+    for name in model_names(params.models):
+        run_dir: Path | None = None
+        if name in overrides:
+            path: str | None = overrides[name]
+        elif name == "base":
+            path = _base_model_path(exp_dir)
+            run_dir = exp_dir / "sft"
+        else:
+            rel = Path(MODEL_RUNS[name])
+            run_dir = exp_dir / rel.parent
+            path = str(exp_dir / rel)
+        if path is None:
+            notes.append(f"{name}: skipped — no sft/base_model folder (and no hub checkpoint in sft/params.yaml)")
+            continue
+        if not path.startswith("radlab:") and not _is_model_dir(Path(path)) and not _looks_like_hub_id(path):
+            if name in overrides:
+                raise ParamError(f"model_dirs: {name}={path!r} is not a model folder (no config.json)")
+            hint = " (the compute-matched SFT control is written by the sft_more run)" if name == "sft_more" else ""
+            notes.append(f"{name}: skipped — no model folder at {path}{hint}")
+            continue
+        run_params = _read_params(run_dir) if run_dir is not None and name != "base" else {}
+        thinking = bool(run_params.get("thinking", name in THINKING_MODELS))
+        note = ""
+        if run_dir is not None and name != "base" and not runs.is_complete(run_dir):
+            note = f"{name}: run folder {run_dir} has no DONE marker; evaluating its saved model anyway"
+            notes.append(note)
+        specs.append(ModelSpec(name, path, thinking, run_dir, run_params, note))
+    if params.ablation and exp_dir.is_dir():
+        known_dirs = {Path(MODEL_RUNS[n]).parent.name for n in ("sft+grpo", "cold_start+grpo")}
+        for run_dir in sorted(p for p in exp_dir.iterdir() if p.is_dir() and p.name.startswith("grpo")):
+            if run_dir.name in known_dirs:
+                continue
+            model_dir = run_dir / "model"
+            if not _is_model_dir(model_dir):
+                notes.append(f"{run_dir.name}: ablation run skipped — no model folder at {model_dir}")
+                continue
+            run_params = _read_params(run_dir)
+            specs.append(ModelSpec(run_dir.name, str(model_dir), bool(run_params.get("thinking", False)),
+                                   run_dir, run_params))
+    return specs, notes
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluation rows
+# ----------------------------------------------------------------------------------------------
+
+EVAL_COLUMNS = ("prompt", "image", "task", "grounding_kind", "reference_report", "reference_boxes",
+                "box_format", "thinking", "answer", "id", "record_id", "finding")
+
+
+def load_eval_dataset(data_dir: str | os.PathLike[str], split: str = "test") -> Any:
+    """The data stage's held-out ``datasets.Dataset`` (``<data_dir>/eval/<split>``).
+
+    Only ``eval/`` is read (not the SFT/GRPO sets), so an analysis can run against a data folder
+    that holds just the evaluation split.
+    """
+    import datasets
+
+    path = Path(data_dir) / "eval"
+    if not path.is_dir():
+        raise ParamError(f"data_dir: {path} does not exist; run notebooks/00_data.ipynb (the data stage) first")
+    ev = datasets.load_from_disk(str(path))
+    if hasattr(ev, "keys"):
+        if split not in ev:
+            raise ParamError(f"eval_split: {split!r} not in {path} (has {list(ev.keys())})")
+        ev = ev[split]
+    missing = [c for c in EVAL_COLUMNS if c not in ev.column_names]
+    if missing:
+        raise ValueError(f"{path} is missing columns {missing} (docs/architecture.md 'GRPO / eval columns')")
+    return ev
+
+
+def select_indices(tasks: Sequence[str], ids: Sequence[str], n_per_task: int, seed: int) -> list[int]:
+    """Row indices of a seeded subset of ``n_per_task`` items per task (all if 0 or fewer exist).
+
+    Drawn over distinct ``(task, id)`` keys, so rows sharing an id (e.g. a thinking and a
+    non-thinking prompt of one item) stay together; returned in dataset order.  The subset does
+    not depend on the models, so every model is scored on the same items (the paired tests need it).
+    """
+    rng = np.random.default_rng(seed)
+    keep: set[int] = set()
+    for task in sorted(set(tasks)):
+        keys = sorted({k for t, k in zip(tasks, ids) if t == task})
+        if n_per_task and len(keys) > n_per_task:
+            chosen = set(rng.choice(len(keys), size=n_per_task, replace=False).tolist())
+            keys = [k for j, k in enumerate(keys) if j in chosen]
+        wanted = set(keys)
+        keep.update(i for i, (t, k) in enumerate(zip(tasks, ids)) if t == task and k in wanted)
+    return sorted(keep)
+
+
+@dataclass
+class EvalSet:
+    """The evaluation rows every model is scored on.
+
+    ``rows``: row dicts in the GRPO/eval column layout (PIL ``image``), each with ``_index``, its
+    position in ``dataset`` (the selected ``datasets.Dataset`` subset, or ``None`` for in-memory
+    rows).  ``notes`` records anything a reader should know (e.g. a missing prompt mode).
+    """
+
+    rows: list[dict[str, Any]]
+    dataset: Any = None
+    notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_dataset(cls, dataset: Any, n_per_task: int, seed: int) -> EvalSet:
+        """Select ``n_per_task`` items per task from a ``datasets.Dataset`` or a list of row dicts."""
+        if isinstance(dataset, list):
+            idx = select_indices([r["task"] for r in dataset], [r["id"] for r in dataset], n_per_task, seed)
+            rows = [dict(dataset[i]) for i in idx]
+            sub = None
+        else:
+            idx = select_indices(list(dataset["task"]), list(dataset["id"]), n_per_task, seed)
+            sub = dataset.select(idx)
+            rows = [dict(r) for r in sub]
+        for j, r in enumerate(rows):
+            r["_index"] = j
+        return cls(rows, sub)
+
+    def by_key(self) -> dict[tuple[str, str], dict[str, Any]]:
+        """``(task, id) -> row`` (references are shared by a thinking/non-thinking pair)."""
+        return {(r["task"], r["id"]): r for r in self.rows}
+
+    def for_mode(self, thinking: bool) -> tuple[list[dict[str, Any]], str]:
+        """Every item once, with its prompt in a model's mode (thinking or not), plus a note.
+
+        Prompts in the other mode are switched with the data stage's rule (:func:`switch_thinking`),
+        keeping ids, images and references, so thinking and non-thinking models answer the same
+        items and pair in the comparisons.  The note says how many prompts were switched.
+        """
+        out: dict[tuple[str, str], dict[str, Any]] = {}
+        for r in self.rows:
+            key = (r["task"], r["id"])
+            if bool(r.get("thinking", False)) == thinking:
+                out[key] = dict(r)  # a native prompt wins over a switched one
+            elif key not in out:
+                out[key] = switch_thinking(r, thinking)
+        rows = sorted(out.values(), key=lambda r: r["_index"])
+        switched = sum(bool(r.get("_switched", False)) for r in rows)
+        note = (f"{switched} of {len(rows)} eval prompts switched to the {'thinking' if thinking else 'plain'} form"
+                if switched else "")
+        return rows, note
+
+    def counts(self) -> pd.DataFrame:
+        """Rows per task, grounding kind and prompt mode (``task, grounding_kind, thinking, n``)."""
+        df = pd.DataFrame({"task": [r["task"] for r in self.rows],
+                           "grounding_kind": [r.get("grounding_kind") or "" for r in self.rows],
+                           "thinking": [bool(r.get("thinking", False)) for r in self.rows]})
+        return df.value_counts().rename("n").reset_index().sort_values(["task", "grounding_kind", "thinking"])
+
+
+def load_eval_set(params: AnalysisParams) -> EvalSet:
+    """The seeded evaluation subset of ``params.data_dir``'s ``eval/<eval_split>``."""
+    return EvalSet.from_dataset(load_eval_dataset(params.data_dir, params.eval_split), params.n_eval, params.seed)
+
+
+def switch_thinking(row: Mapping[str, Any], thinking: bool) -> dict[str, Any]:
+    """A copy of an eval row with its prompt in the thinking (or plain) form.
+
+    The same rule as :func:`radlab.data.tasks.with_thinking`: the text parts lose any trailing
+    ``THINK_TRIGGER`` and get it back when ``thinking``.  Marks the copy ``_switched``.
+    """
+    from radlab.data.tasks import THINK_TRIGGER
+
+    msgs = []
+    for msg in row["prompt"]:
+        parts = msg["content"]
+        if isinstance(parts, list):
+            parts = [{**p, "text": p["text"].removesuffix(THINK_TRIGGER) + (THINK_TRIGGER if thinking else "")}
+                     if p.get("type") == "text" and isinstance(p.get("text"), str) else p for p in parts]
+        msgs.append({**msg, "content": parts})
+    return {**row, "prompt": msgs, "thinking": bool(thinking), "_switched": True}
+
+
+def eval_fingerprint(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Hash of what a model sees and is scored against: ids, prompts, images and references."""
+    h = hashlib.sha256()
+    for r in sorted(rows, key=lambda r: (r["task"], r["id"], bool(r["thinking"]))):
+        h.update(json.dumps([r["id"], r["task"], r["prompt"], r["reference_report"], r["reference_boxes"],
+                             r["box_format"], bool(r["thinking"])], sort_keys=True, default=str).encode())
+        img = r.get("image")
+        if img is not None:
+            h.update(np.asarray(img).tobytes())
+    return h.hexdigest()[:16]
+
+
+def reference_text(row: Mapping[str, Any]) -> str:
+    """The reference as text: the report, or the boxes in the row's own box format."""
+    if row["task"] == "report":
+        return str(row["reference_report"])
+    boxes = row.get("reference_boxes") or []
+    return format_boxes([list(b) for b in boxes], row.get("box_format") or "norm") if len(boxes) else ""
+
+
+# ----------------------------------------------------------------------------------------------
+# Batched generation
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One decoded completion: ``text`` (special tokens removed), ``n_tokens`` generated before
+    EOS, and ``finished`` (EOS seen within the budget; ``False`` means truncated)."""
+
+    text: str
+    n_tokens: int
+    finished: bool
+
+
+def _eos_ids(model: Any, processor: Any) -> list[int]:
+    ids: list[int] = []
+    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for v in (gen_eos if isinstance(gen_eos, (list, tuple)) else [gen_eos]):
+        if v is not None:
+            ids.append(int(v))
+    tok = getattr(processor, "tokenizer", processor)
+    if tok.eos_token_id is not None and tok.eos_token_id not in ids:
+        ids.append(int(tok.eos_token_id))
+    return ids
+
+
+def _pad_id(model: Any, processor: Any) -> int:
+    tok = getattr(processor, "tokenizer", processor)
+    pad = getattr(getattr(model, "generation_config", None), "pad_token_id", None)
+    if pad is None:
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    return int(pad)
+
+
+def encode_prompts(processor: Any, prompts: Sequence[Any], images: Sequence[Any]) -> list[dict[str, Any]]:
+    """Render each chat prompt with ``add_generation_prompt=True`` and process it alone.
+
+    Returns one dict of ``[1, L_i]`` text tensors (``input_ids``, ``attention_mask``,
+    ``mm_token_type_ids``) and per-image tensors (``pixel_values [P_i, D]``,
+    ``image_grid_thw [1, 3]``) per prompt.  Encoding once per item gives the exact prompt length
+    to sort by and lets :func:`collate_left` build any batch without reprocessing images.
+    """
+    out = []
+    for prompt, image in zip(prompts, images):
+        text = processor.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+        kwargs: dict[str, Any] = {"text": [text], "return_tensors": "pt"}
+        if image is not None:
+            kwargs["images"] = [image]
+        out.append(dict(processor(**kwargs)))
+    return out
+
+
+def collate_left(encodings: Sequence[Mapping[str, Any]], pad_id: int) -> dict[str, Any]:
+    """Left-pad per-item encodings into one batch.
+
+    Tensors shaped like ``input_ids`` (``[1, L_i]``) become ``[B, max L]``, padded on the left
+    with ``pad_id`` (``input_ids``) or 0 (masks, token types); anything else (``pixel_values``,
+    ``image_grid_thw``) is concatenated along dim 0, which is how Qwen-VL processors batch
+    images.  Left padding keeps every prompt's last token at the end, where generation starts.
+    """
+    import torch
+
+    lengths = [int(e["input_ids"].shape[1]) for e in encodings]
+    width = max(lengths)
+    batch: dict[str, Any] = {}
+    for key in encodings[0]:
+        values = [e[key] for e in encodings]
+        if all(hasattr(v, "dim") and v.dim() == 2 and v.shape[0] == 1 and v.shape[1] == n
+               for v, n in zip(values, lengths)):
+            fill = pad_id if key == "input_ids" else 0
+            rows = [torch.cat([torch.full((1, width - n), fill, dtype=v.dtype), v], dim=1)
+                    for v, n in zip(values, lengths)]
+            batch[key] = torch.cat(rows, dim=0)
+        else:
+            batch[key] = torch.cat(list(values), dim=0)
+    return batch
+
+
+def generate(
+    model: Any,
+    processor: Any,
+    prompts: Sequence[Any],
+    images: Sequence[Any],
+    *,
+    batch_size: int = 32,
+    max_new_tokens: int = 128,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    seed: int = 0,
+    sort_by_length: bool = True,
+    progress: bool = True,
+    desc: str = "generate",
+) -> list[Generation]:
+    """Decode ``prompts`` (chat message lists, one image each) in left-padded batches.
+
+    Prompts are sorted by token length (longest first, so a memory problem shows up in the first
+    batch) and the results put back in input order.  Greedy decoding is deterministic and
+    batch-independent up to float rounding; sampling is seeded once per call, so a sampled row
+    depends on the batch it falls in.  Returns one :class:`Generation` per prompt.
+    """
+    import torch
+    from tqdm import tqdm  # plain bars: tqdm.auto warns in kernels without ipywidgets
+
+    if len(prompts) != len(images):
+        raise ValueError(f"{len(prompts)} prompts but {len(images)} images")
+    if not prompts:
+        return []
+    tok = getattr(processor, "tokenizer", processor)
+    eos = set(_eos_ids(model, processor))
+    pad = _pad_id(model, processor)
+    encodings = encode_prompts(processor, prompts, images)
+    order = list(range(len(prompts)))
+    if sort_by_length:
+        order.sort(key=lambda i: -int(encodings[i]["input_ids"].shape[1]))
+    device = next(model.parameters()).device
+    gen_kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": do_sample, "pad_token_id": pad,
+                                  "eos_token_id": sorted(eos)}
+    if do_sample:
+        gen_kwargs.update(temperature=temperature, top_k=0, top_p=1.0)
+    else:
+        # Unset sampling knobs a checkpoint's generation_config may carry, so greedy is greedy.
+        gen_kwargs.update(temperature=None, top_k=None, top_p=None)
+    torch.manual_seed(seed)
+    results: list[Generation | None] = [None] * len(prompts)
+    was_training = model.training
+    model.eval()
+    starts = range(0, len(order), batch_size)
+    try:
+        for start in tqdm(starts, desc=desc, disable=not progress, total=len(starts)):
+            idx = order[start:start + batch_size]
+            batch = collate_left([encodings[i] for i in idx], pad)
+            batch = {k: v.to(device) for k, v in batch.items()}
+            width = batch["input_ids"].shape[1]
+            with torch.inference_mode():
+                out = model.generate(**batch, **gen_kwargs)
+            new = out[:, width:].tolist()
+            for i, seq in zip(idx, new):
+                stop = next((j for j, t in enumerate(seq) if t in eos), None)
+                kept = seq if stop is None else seq[:stop]
+                text = tok.decode(kept, skip_special_tokens=True)
+                results[i] = Generation(text=text, n_tokens=len(kept), finished=stop is not None)
+    finally:
+        model.train(was_training)
+    return [r for r in results if r is not None]
+
+
+def extract_answer(text: str, thinking: bool) -> tuple[str, bool]:
+    """``(answer, missing_think)`` of one completion.
+
+    Thinking models are scored on the text after the last ``</think>``; without one (or with
+    nothing after it) the answer is ``""`` (scored 0, as the rewards do) and ``missing_think`` is
+    True.  Non-thinking models are scored on the whole text (or on the part after a think block
+    they emitted anyway); ``missing_think`` is always False for them.
+    """
+    ans = answer_text(text, thinking=thinking)
+    if ans is None:
+        return "", True
+    return ans, False
+
+
+# ----------------------------------------------------------------------------------------------
+# Per-model evaluation with a cache
+# ----------------------------------------------------------------------------------------------
+
+
+def _weights_signature(path: str) -> list[tuple[str, int, int]]:
+    folder = Path(path)
+    if not folder.is_dir():
+        return []
+    sig = []
+    for f in sorted(folder.iterdir()):
+        if f.is_file() and f.suffix in (".safetensors", ".bin", ".json"):
+            st = f.stat()
+            sig.append((f.name, st.st_size, st.st_mtime_ns))
+    return sig
+
+
+def generation_key(model_path: str, fingerprint: str, settings: Mapping[str, Any]) -> str:
+    """Cache key: the model folder (absolute path and weight files' size/mtime), the evaluation
+    fingerprint and the generation settings."""
+    resolved = model_path if model_path.startswith("radlab:") else str(Path(model_path).resolve())
+    blob = json.dumps({"model": resolved, "weights": _weights_signature(model_path), "eval": fingerprint,
+                       "settings": dict(settings)}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+
+
+def evaluate_model(
+    spec: ModelSpec,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    cache_dir: str | os.PathLike[str] | None,
+    batch_size: int = 32,
+    max_new_tokens: int = 128,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    seed: int = 0,
+    device: str | None = None,
+    dtype: str | None = None,
+    label: str | None = None,
+    use_cache: bool = True,
+    build_dir: str | os.PathLike[str] | None = None,
+) -> pd.DataFrame:
+    """Generate (or load cached) completions of one model on ``rows``.
+
+    ``label`` names the model in the output (default ``spec.name``; e.g. ``shuffled_image`` for
+    the SFT model on shuffled images).  Returns one row per input row: ``model, id, task,
+    grounding_kind, record_id, finding, thinking, thinking_prompt, completion, prediction, reference, box_format, n_tokens,
+    truncated, missing_think, seconds, cached`` (``thinking`` = the model's mode, which decides
+    answer extraction; ``seconds`` = wall time of the whole generation, repeated; ``NaN`` and
+    ``cached=True`` when read from the cache).
+    """
+    name = label or spec.name
+    images = [r["image"] for r in rows]
+    fingerprint = eval_fingerprint(rows)
+    settings = {"max_new_tokens": max_new_tokens, "do_sample": do_sample,
+                "temperature": temperature if do_sample else None, "seed": seed, "thinking": spec.thinking,
+                # Greedy output does not depend on the batch; a sampled row depends on its batch.
+                "batch_size": batch_size if do_sample else None,
+                # bf16 on a GPU and fp32 on the CPU may decode differently: keep their caches apart.
+                "device": device or "auto", "dtype": dtype or "auto"}
+    key = generation_key(spec.path, fingerprint, settings)
+    cache_path = Path(cache_dir) / f"{_safe(name)}-{key}.parquet" if cache_dir is not None else None
+    if use_cache and cache_path is not None and cache_path.exists():
+        cached = pd.read_parquet(cache_path)
+        if list(cached["id"]) == [r["id"] for r in rows]:
+            gens = [Generation(t, int(n), bool(f)) for t, n, f in
+                    zip(cached["completion"], cached["n_tokens"], cached["finished"])]
+            return generation_frame(name, spec.thinking, rows, gens, float("nan"), cached=True)
+
+    from radlab.models import load_model_and_processor
+
+    model, processor = load_model_and_processor(spec.path, device=device or None, dtype=dtype or None,
+                                                build_dir=build_dir)
+    t0 = time.perf_counter()
+    gens = generate(model, processor, [r["prompt"] for r in rows], images, batch_size=batch_size,
+                    max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, seed=seed,
+                    desc=f"generate {name}")
+    seconds = time.perf_counter() - t0
+    del model, processor
+    gc.collect()
+    if cache_path is not None:
+        cache = pd.DataFrame({"id": [r["id"] for r in rows], "completion": [g.text for g in gens],
+                              "n_tokens": [g.n_tokens for g in gens], "finished": [g.finished for g in gens]})
+        cache["model_path"] = spec.path
+        cache["key"] = key
+        runs.write_table(cache, cache_path)
+    return generation_frame(name, spec.thinking, rows, gens, seconds)
+
+
+def generation_frame(name: str, thinking: bool, rows: Sequence[Mapping[str, Any]],
+                     gens: Sequence[Generation], seconds: float, cached: bool = False) -> pd.DataFrame:
+    """One row per (eval row, generation) with the answer extracted by the model's think rule
+    (columns as documented in :func:`evaluate_model`)."""
+    records = []
+    for r, g in zip(rows, gens):
+        answer, missing = extract_answer(g.text, thinking)
+        records.append({
+            "model": name, "id": r["id"], "task": r["task"], "grounding_kind": r.get("grounding_kind") or "",
+            "record_id": r.get("record_id", ""), "finding": r.get("finding", ""),
+            "thinking": thinking, "thinking_prompt": bool(r.get("thinking", False)), "completion": g.text,
+            "prediction": answer, "reference": reference_text(r), "box_format": r.get("box_format") or "norm",
+            "n_tokens": g.n_tokens, "truncated": not g.finished, "missing_think": missing, "seconds": seconds,
+            "cached": cached,
+        })
+    return pd.DataFrame.from_records(records)
+
+
+def predictions_frame(name: str, rows: Sequence[Mapping[str, Any]], predictions: Sequence[str]) -> pd.DataFrame:
+    """Per-row frame (same columns as :func:`evaluate_model`) for a non-model baseline that
+    writes its answers directly (e.g. the text-only prior)."""
+    gens = [Generation(str(p), 0, True) for p in predictions]
+    return generation_frame(name, False, rows, gens, float("nan"))
+
+
+# ----------------------------------------------------------------------------------------------
+# Scoring, results and comparisons
+# ----------------------------------------------------------------------------------------------
+
+
+def score_rows(frame: pd.DataFrame, rows_by_key: Mapping[tuple[str, str], Mapping[str, Any]], *,
+               backend: str = "rules") -> pd.DataFrame:
+    """Add ``radlab.metrics``' per-sample columns to a generations frame (same row order).
+
+    ``rows_by_key`` maps ``(task, id)`` to the evaluation row (references, box format).  Raw
+    completions are scored with each row's ``thinking`` flag (the model's mode), so the metrics
+    apply the same answer rule as the rewards.  Report rows get ``score_reports``' columns
+    (including the ``chexpert_pred/<label>``, ``chexpert_ref/<label>`` inputs of the corpus
+    CheXpert F1s), grounding rows ``score_grounding``'s; the other task's columns are NaN.
+    Boolean diagnostics become 0/1 floats so that they summarise like metrics.
+    """
+    from radlab import metrics
+
+    parts = []
+    for task, sub in frame.groupby("task", sort=False):
+        refs = [rows_by_key[(task, i)] for i in sub["id"]]
+        preds, flags = list(sub["completion"]), [bool(t) for t in sub["thinking"]]
+        if task == "report":
+            scores = metrics.score_reports(preds, [str(r["reference_report"]) for r in refs], thinking=flags,
+                                           backend=backend)
+        elif task == "grounding":
+            scores = metrics.score_grounding(preds, [r["reference_boxes"] for r in refs],
+                                             [r.get("box_format") or "norm" for r in refs], thinking=flags)
+        else:
+            raise ValueError(f"unknown task {task!r}")
+        scores.index = sub.index
+        parts.append(pd.concat([sub, scores.drop(columns=[c for c in scores.columns if c in sub.columns])], axis=1))
+    out = pd.concat(parts).loc[frame.index] if parts else frame.copy()
+    for col in ("truncated", "missing_think", "answered"):
+        if col in out:
+            out[col] = out[col].astype(float)
+    return out
+
+
+# Per-sample diagnostics summarised next to the metrics (rates or means).
+DIAGNOSTICS = ("truncated", "missing_think", "answered", "n_tokens", "n_pred")
+
+
+def summary_metrics(sub: pd.DataFrame) -> list[str]:
+    """Metrics to summarise for one model × task group: the known metrics with a value in the
+    group, the corpus CheXpert F1s when the label columns are filled, then the diagnostics."""
+    from radlab import metrics
+
+    def has(col: str) -> bool:
+        return col in sub and pd.to_numeric(sub[col], errors="coerce").notna().any()
+
+    names = [m for m in metrics.KNOWN_METRICS if has(m)]
+    labels = [metrics.CHEXPERT_PRED_PREFIX + k for k in metrics.CHEXPERT14]
+    if all(has(c) for c in labels):
+        names += list(metrics.CORPUS_METRICS)
+    names += [d for d in DIAGNOSTICS if has(d)]
+    return names
+
+
+def task_groups(per_sample: pd.DataFrame) -> Iterable[tuple[str, pd.DataFrame]]:
+    """``("report", rows)``, ``("grounding", rows)`` and one ``("grounding:<kind>", rows)`` per
+    grounding kind (Table 2's columns; also with a single kind, so the table has its name)."""
+    for task in TASKS:
+        sub = per_sample[per_sample["task"] == task]
+        if sub.empty:
+            continue
+        yield task, sub
+        if task == "grounding":
+            kinds = sorted(k for k in sub["grounding_kind"].unique() if k)
+            if kinds:
+                for kind in kinds:
+                    yield f"grounding:{kind}", sub[sub["grounding_kind"] == kind]
+
+
+def _group(frame: pd.DataFrame, task: str) -> pd.DataFrame:
+    base, _, kind = task.partition(":")
+    sub = frame[frame["task"] == base]
+    return sub[sub["grounding_kind"] == kind] if kind else sub
+
+
+RESULTS_COLUMNS = ["model", "task", "metric", "value", "ci_low", "ci_high", "n"]
+COMPARISONS_COLUMNS = ["model_a", "model_b", "task", "metric", "diff", "ci_low", "ci_high", "n"]
+
+
+def results_table(per_sample: pd.DataFrame, *, n_boot: int = 2000, ci: float = 0.95, seed: int = 0) -> pd.DataFrame:
+    """Long results table ``model, task, metric, value, ci_low, ci_high, n``.
+
+    One row per model × task group (:func:`task_groups`) × metric (:func:`summary_metrics`):
+    ``radlab.metrics.summarise`` gives the point value (mean over rows; corpus F1 for the CheXpert
+    micro/macro metrics) and a seeded percentile-bootstrap CI; ``n`` counts the rows it used.
+    """
+    from radlab import metrics
+
+    out = []
+    for model, m in per_sample.groupby("model", sort=False):
+        for task, sub in task_groups(m):
+            summary = metrics.summarise(sub.reset_index(drop=True), n_boot, seed, metrics=summary_metrics(sub), ci=ci)
+            for rec in summary.to_dict("records"):
+                out.append({"model": model, "task": task, **rec})
+    return pd.DataFrame(out, columns=RESULTS_COLUMNS)
+
+
+def comparisons_table(per_sample: pd.DataFrame, pairs: Sequence[tuple[str, str]], *, n_boot: int = 2000,
+                      ci: float = 0.95, seed: int = 0) -> pd.DataFrame:
+    """Paired comparisons ``model_a, model_b, task, metric, diff, ci_low, ci_high, n`` (diff = a − b).
+
+    For each pair whose models both exist, rows are matched on ``(task, id)`` and
+    ``radlab.metrics.paired_bootstrap`` resamples the matched rows jointly (corpus metrics are
+    recomputed for both models on each resample).  Pairs with a missing model are skipped (see
+    :func:`missing_pairs`).
+    """
+    from radlab import metrics
+
+    models = set(per_sample["model"])
+    out = []
+    for a, b in pairs:
+        if a == b or a not in models or b not in models:
+            continue
+        A = per_sample[per_sample["model"] == a]
+        B = per_sample[per_sample["model"] == b]
+        for task, sub_a in task_groups(A):
+            sub_b = _group(B, task)
+            keys = sub_a[["task", "id"]].merge(sub_b[["task", "id"]], on=["task", "id"])
+            if keys.empty:
+                continue
+            fa = keys.merge(sub_a, on=["task", "id"], how="left")
+            fb = keys.merge(sub_b, on=["task", "id"], how="left")
+            names = [m for m in summary_metrics(fa) if m in set(summary_metrics(fb))]
+            res = metrics.paired_bootstrap(fa, fb, n_boot, seed, metrics=names, ci=ci)
+            for rec in res.to_dict("records"):
+                out.append({"model_a": a, "model_b": b, "task": task, **rec})
+    return pd.DataFrame(out, columns=COMPARISONS_COLUMNS)
+
+
+def comparison_pairs(models: Iterable[str], extra_grpo: Iterable[str] = ()) -> list[tuple[str, str]]:
+    """The standard pairs (:data:`COMPARISONS`) plus each ablation GRPO run vs ``sft``."""
+    pairs = [(a, b) for a, b, _ in COMPARISONS]
+    pairs += [(name, "sft") for name in extra_grpo]
+    return pairs
+
+
+def missing_pairs(models: Iterable[str], pairs: Sequence[tuple[str, str]]) -> list[str]:
+    """Notes for comparisons that cannot be made because a model is missing."""
+    have = set(models)
+    return [f"comparison {a} − {b} skipped: {', '.join(m for m in (a, b) if m not in have)} not evaluated"
+            for a, b in pairs if a not in have or b not in have]
+
+
+# ----------------------------------------------------------------------------------------------
+# Shortcut baselines
+# ----------------------------------------------------------------------------------------------
+
+
+def data_source(data_dir: str | os.PathLike[str], rows: Sequence[Mapping[str, Any]] = ()) -> str:
+    """The data stage's source (``"phantom"``, ``"mimic_cxr"``...): its ``params.yaml`` ``source``,
+    else ``"phantom"`` when every row id says so, else ``"unknown"``."""
+    value = _read_params(Path(data_dir)).get("source")
+    if isinstance(value, str) and value:
+        return value
+    ids = [str(r.get("record_id") or r.get("id", "")) for r in rows]
+    return "phantom" if ids and all(i.startswith("phantom") for i in ids) else "unknown"
+
+
+def train_records(data_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The unified training records of ``<data_dir>/records`` (split ``train``), images not decoded."""
+    import datasets
+
+    path = Path(data_dir) / "records" / "dataset"  # the data stage's layout (records/ also holds images/)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path} does not exist")
+    recs = datasets.load_from_disk(str(path))
+    if hasattr(recs, "keys"):
+        recs = recs["train"]
+    else:
+        recs = recs.filter(lambda s: s == "train", input_columns="split")
+    cols = [c for c in recs.column_names if c in ("id", "split", "source", "findings_text", "impression_text",
+                                                  "section_method", "chexpert", "boxes", "findings")]
+    return [dict(r) for r in recs.select_columns(cols)]
+
+
+def text_only_predictions(rows: Sequence[Mapping[str, Any]], records: Sequence[Mapping[str, Any]]) -> tuple[list[str], str]:
+    """Image-blind answers from the training prior (``radlab.data.phantom`` probes).
+
+    Report rows: the most frequent training report (:func:`radlab.data.phantom.text_only_prior`).
+    Grounding rows: the mean training box of the finding named in the row
+    (:func:`radlab.data.phantom.grounding_prior`), in the row's box format; ``""`` when the
+    prior has no box for that name.  Returns ``(predictions, note)``.
+    """
+    from radlab.data import phantom
+
+    report = phantom.text_only_prior(records)
+    boxes = {k.lower(): v for k, v in phantom.grounding_prior(records).items()}
+    preds, unknown = [], 0
+    for r in rows:
+        if r["task"] == "report":
+            preds.append(report)
+            continue
+        box = boxes.get(str(r.get("finding", "")).lower())
+        if box is None:
+            unknown += 1
+            preds.append("")
+        else:
+            preds.append(format_boxes([box], r.get("box_format") or "norm"))
+    n_ground = sum(r["task"] == "grounding" for r in rows)
+    note = f"text_only: {unknown} of {n_ground} grounding rows name nothing with a training box; answered ''" if unknown else ""
+    return preds, note
+
+
+def shortcut_frames(params: AnalysisParams, evalset: EvalSet, specs: Sequence[ModelSpec], cache_dir: Path,
+                    build_dir: Path | None = None) -> tuple[list[pd.DataFrame], list[str]]:
+    """Generations of the ``text_only`` and ``shuffled_image`` baselines (unscored), plus notes.
+
+    Both are phantom probes (``radlab.data.phantom``): on another source they are skipped with a
+    stated reason.  ``shuffled_image`` is ``params.shortcut_model`` reading a derangement of the
+    evaluation images (:func:`radlab.data.phantom.shuffled_images`), so it shows how much of its
+    score needs the right image.
+    """
+    notes: list[str] = []
+    frames: list[pd.DataFrame] = []
+    if not params.shortcuts:
+        return frames, ["shortcut baselines skipped: shortcuts=False"]
+    source = data_source(params.data_dir, evalset.rows)
+    if source != "phantom":
+        return frames, [f"shortcut baselines skipped: they are phantom probes and the data source is {source!r}"]
+    rows, _ = evalset.for_mode(False)
+    try:
+        records = train_records(params.data_dir)
+        preds, note = text_only_predictions(rows, records)
+        frames.append(predictions_frame("text_only", rows, preds))
+        if note:
+            notes.append(note)
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        notes.append(f"text_only skipped: no usable training records in {params.data_dir}/records ({exc})")
+    spec = next((s for s in specs if s.name == params.shortcut_model), None)
+    if spec is None:
+        notes.append(f"shuffled_image skipped: shortcut_model {params.shortcut_model!r} was not evaluated")
+    elif evalset.dataset is None or len(rows) < 2:
+        notes.append("shuffled_image skipped: needs the evaluation rows as a datasets.Dataset with >= 2 rows")
+    else:
+        from radlab.data import phantom
+
+        subset = evalset.dataset.select([r["_index"] for r in rows])
+        shuffled = [switch_thinking(r, False) if r["thinking"] else dict(r)
+                    for r in phantom.shuffled_images(subset, seed=params.seed)]
+        mode_spec = dataclasses.replace(spec, thinking=False)
+        frames.append(evaluate_model(mode_spec, shuffled, cache_dir=cache_dir, label="shuffled_image",
+                                     device=params.device or None, dtype=params.dtype or None,
+                                     use_cache=params.use_cache, build_dir=build_dir,
+                                     **settings_of(params, mode_spec)))
+    return frames, notes
+
+
+# ----------------------------------------------------------------------------------------------
+# The whole evaluation
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Evaluation:
+    """What :func:`evaluate_all` returns.
+
+    ``per_sample``: one scored row per model × evaluation row (see :func:`evaluate_model` and
+    :func:`score_rows` for columns); ``results`` / ``comparisons``: the CSV contracts;
+    ``timings``: ``model, rows, seconds, items_per_s, cached``; ``notes``: skipped models and
+    probes, in the order they arose; ``skipped_pairs``: comparisons that lacked a model.
+    """
+
+    per_sample: pd.DataFrame
+    results: pd.DataFrame
+    comparisons: pd.DataFrame
+    timings: pd.DataFrame
+    specs: list[ModelSpec]
+    notes: list[str]
+    skipped_pairs: list[str] = field(default_factory=list)
+    paths: dict[str, Path] = field(default_factory=dict)
+
+
+def evaluate_all(params: AnalysisParams, specs: Sequence[ModelSpec], evalset: EvalSet,
+                 run_dir: str | os.PathLike[str], notes: Sequence[str] = ()) -> Evaluation:
+    """Generate, score and summarise every model (and the shortcut baselines); write the outputs.
+
+    Writes ``per_sample.parquet``, ``results.csv``, ``comparisons.csv`` and ``timings.csv`` to
+    ``run_dir``; generations are cached in ``run_dir/generations/``.
+    """
+    run_dir = Path(run_dir)
+    cache_dir = run_dir / "generations"
+    build_dir = params.experiment_dir / "models"
+    notes = list(notes) + list(evalset.notes)
+    frames: list[pd.DataFrame] = []
+    for spec in specs:
+        rows, note = evalset.for_mode(spec.thinking)
+        if note:
+            notes.append(f"{spec.name}: {note}")
+        frames.append(evaluate_model(spec, rows, cache_dir=cache_dir, device=params.device or None,
+                                     dtype=params.dtype or None, use_cache=params.use_cache, build_dir=build_dir,
+                                     **settings_of(params, spec)))
+    shortcut, shortcut_notes = shortcut_frames(params, evalset, specs, cache_dir, build_dir)
+    frames += shortcut
+    notes += shortcut_notes
+    if not frames:
+        raise RuntimeError("no model could be evaluated: " + "; ".join(notes))
+    generations = pd.concat(frames, ignore_index=True)
+    per_sample = score_rows(generations, evalset.by_key(), backend=params.annotator)
+    timings = (generations.groupby("model", sort=False)
+               .agg(rows=("id", "size"), seconds=("seconds", "first"), cached=("cached", "first")).reset_index())
+    timings["items_per_s"] = timings["rows"] / timings["seconds"]
+    timings = timings[["model", "rows", "seconds", "items_per_s", "cached"]]
+    results = results_table(per_sample, n_boot=params.n_boot, ci=params.ci, seed=params.seed)
+    extra = [s.name for s in specs if s.name not in MODEL_RUNS]
+    pairs = comparison_pairs(per_sample["model"].unique(), extra)
+    skipped_pairs = missing_pairs(per_sample["model"].unique(), pairs)
+    comparisons = comparisons_table(per_sample, pairs, n_boot=params.n_boot, ci=params.ci, seed=params.seed)
+    paths = write_outputs(run_dir, per_sample, results, comparisons)
+    paths["timings"] = runs.write_table(timings, run_dir / "timings.csv")
+    return Evaluation(per_sample, results, comparisons, timings, list(specs), notes, skipped_pairs, paths)
+
+
+def write_outputs(run_dir: str | os.PathLike[str], per_sample: pd.DataFrame, results: pd.DataFrame,
+                  comparisons: pd.DataFrame) -> dict[str, Path]:
+    """Write ``per_sample.parquet``, ``results.csv`` and ``comparisons.csv`` atomically."""
+    run_dir = Path(run_dir)
+    ps = per_sample.copy()
+    for col in ("truncated", "missing_think"):
+        if col in ps:
+            ps[col] = ps[col].astype(float)
+    return {
+        "per_sample": runs.write_table(ps, run_dir / "per_sample.parquet"),
+        "results": runs.write_table(results[RESULTS_COLUMNS], run_dir / "results.csv"),
+        "comparisons": runs.write_table(comparisons[COMPARISONS_COLUMNS], run_dir / "comparisons.csv"),
+    }
+
+
+def settings_of(params: AnalysisParams, spec: ModelSpec) -> dict[str, Any]:
+    """Generation settings of one model under ``params`` (thinking models get the longer budget)."""
+    return {"batch_size": params.batch_size,
+            "max_new_tokens": params.max_new_tokens_thinking if spec.thinking else params.max_new_tokens,
+            "do_sample": params.do_sample, "temperature": params.temperature, "seed": params.seed}
+
+
+__all__ = [
+    "AnalysisParams", "COMPARISONS", "EvalSet", "Evaluation", "evaluate_all", "load_eval_set", "shortcut_frames", "COMPARISONS_COLUMNS", "DIAGNOSTICS", "Generation", "MODEL_RUNS", "ModelSpec",
+    "RESULTS_COLUMNS", "SHORTCUT_MODELS", "THINKING_MODELS", "collate_left", "comparison_pairs", "comparisons_table",
+    "discover_models", "encode_prompts", "eval_fingerprint", "evaluate_model", "extract_answer", "generate",
+    "generation_frame", "generation_key", "load_eval_dataset", "missing_pairs", "model_names", "parse_model_dirs", "predictions_frame",
+    "reference_text", "results_table", "reward_names", "switch_thinking", "score_rows", "select_indices", "settings_of",
+    "summary_metrics", "task_groups", "write_outputs",
+]

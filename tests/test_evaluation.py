@@ -1,0 +1,371 @@
+"""Tests of the analysis stage: generation, answer extraction, contracts, findings, notebook.
+
+Everything runs on a tiny random Qwen3-VL and a handful of phantom cases built in fixtures, so
+the module does not depend on the data or training stages having run.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from radlab import evaluation as ev
+from radlab.analysis import findings, key_tests, table1, table2, table3, verdict
+from radlab.config import ParamError, validate
+
+ROOT = Path(__file__).resolve().parents[1]
+
+REPORT_PROMPT = "Write the findings section of the radiology report for this chest X-ray."
+
+
+def _prompt(text: str) -> list[dict]:
+    return [{"role": "user", "content": [{"type": "image", "text": None}, {"type": "text", "text": text}]}]
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from radlab.models import build_tiny_qwen3vl
+
+    return build_tiny_qwen3vl(tmp_path_factory.mktemp("models") / "tiny", "tiny")
+
+
+@pytest.fixture(scope="session")
+def smoke_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real data stage on ``params/smoke/data.yaml`` (phantom, 64 px), built into a temp root."""
+    import dataclasses
+
+    from radlab import runs
+    from radlab.config import load_yaml
+    from radlab.data.build import build_datasets
+
+    root = tmp_path_factory.mktemp("runs")
+    params = validate("data", {**load_yaml(ROOT / "params" / "smoke" / "data.yaml"), "output_root": str(root)})
+    build_datasets(params, figures=False)
+    runs.write_yaml(params.run_dir / "params.yaml", dataclasses.asdict(params))  # what resolve() writes
+    return params.run_dir
+
+
+@pytest.fixture(scope="session")
+def experiment(smoke_data: Path, tiny_model: Path) -> Path:
+    """``<root>/smoke/``: the smoke data stage plus ``sft`` and ``grpo`` model folders (copies of
+    the tiny model, so their paired differences are exactly 0) and a GRPO ``log_history.csv``.
+
+    ``cold_start`` (a thinking model) has a model but no ``DONE``; ``base``, ``sft_more`` and
+    ``cold_start+grpo`` are deliberately absent (missing-run handling).
+    """
+    from radlab import runs
+
+    exp = smoke_data.parent
+    for run, extra in (("sft", {}), ("grpo", {"thinking": False, "tasks": "report,grounding",
+                                            "reward_names": ["f1radgraph", "box_soft_f1"]}), ("cold_start", {})):
+        shutil.copytree(tiny_model, exp / run / "model")
+        runs.write_yaml(exp / run / "params.yaml", extra)
+        if run != "cold_start":  # a model folder without DONE: evaluated, with a note
+            runs.mark_complete(exp / run)
+    (exp / "grpo" / "log_history.csv").write_text(
+        "step,epoch,metric,value\n" + "".join(
+            f"{s},0.1,rewards/f1radgraph/mean,{0.2 + 0.01 * s}\n{s},0.1,rewards/box_soft_f1/mean,{0.1 + 0.02 * s}\n"
+            f"{s},0.1,completions/mean_length,{30 - s}\n" for s in range(1, 6)))
+    return exp.parent
+
+
+# ----------------------------------------------------------------------------------------------
+# Answer extraction and generation
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, thinking, answer, missing", [
+    ("<think>look</think> No effusion.", True, "No effusion.", False),
+    ("<think>a</think>x<think>b</think> [0.1, 0.2, 0.3, 0.4]", True, "[0.1, 0.2, 0.3, 0.4]", False),
+    ("<think>never closed", True, "", True),
+    ("<think>closed but empty</think>   ", True, "", True),
+    ("No effusion.", False, "No effusion.", False),
+    ("<think>t</think>Heart normal.", False, "Heart normal.", False),
+])
+def test_extract_answer(text: str, thinking: bool, answer: str, missing: bool) -> None:
+    assert ev.extract_answer(text, thinking) == (answer, missing)
+
+
+def _gen_inputs(n: int = 7) -> tuple[list, list]:
+    rng = np.random.default_rng(0)
+    texts = ["Locate the effusion.", REPORT_PROMPT, "Where is the nodule? Give the bounding box."]
+    prompts = [_prompt(texts[i % 3] * (1 + i % 2)) for i in range(n)]
+    # Different image sizes give different numbers of image tokens, so batches need real padding.
+    images = [Image.fromarray((rng.random((64 + 32 * (i % 3), 64)) * 255).astype("uint8")) for i in range(n)]
+    return prompts, images
+
+
+def test_batched_equals_per_sample_greedy(tiny_model: Path) -> None:
+    from radlab.models import load_model_and_processor
+
+    model, proc = load_model_and_processor(str(tiny_model))
+    prompts, images = _gen_inputs()
+    one = ev.generate(model, proc, prompts, images, batch_size=1, max_new_tokens=12, sort_by_length=False,
+                      progress=False)
+    many = ev.generate(model, proc, prompts, images, batch_size=4, max_new_tokens=12, progress=False)
+    assert one == many
+    # A random model rarely emits EOS: those rows are counted as truncated at the full budget.
+    for g in many:
+        assert g.finished or g.n_tokens == 12
+
+
+def test_collate_left_matches_processor_batch(tiny_model: Path) -> None:
+    from radlab.models import load_model_and_processor
+
+    _, proc = load_model_and_processor(str(tiny_model))
+    prompts, images = _gen_inputs(3)
+    encs = ev.encode_prompts(proc, prompts, images)
+    mine = ev.collate_left(encs, proc.tokenizer.pad_token_id)
+    texts = [proc.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in prompts]
+    theirs = proc(text=texts, images=images, padding=True, padding_side="left", return_tensors="pt")
+    assert set(mine) == set(theirs)
+    for k in theirs:
+        assert (mine[k] == theirs[k]).all(), k
+
+
+def test_truncation_and_eos_counting(tiny_model: Path) -> None:
+    """Forcing EOS as the first token gives finished rows; a 1-token budget without it truncates."""
+    import torch
+
+    from radlab.models import load_model_and_processor
+
+    model, proc = load_model_and_processor(str(tiny_model))
+    prompts, images = _gen_inputs(3)
+    eos = proc.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    with torch.no_grad():
+        model.lm_head.bias = torch.nn.Parameter(torch.zeros(model.lm_head.out_features))
+        model.lm_head.bias[eos] = 1e4
+    gens = ev.generate(model, proc, prompts, images, batch_size=2, max_new_tokens=5, progress=False)
+    assert all(g.finished and g.n_tokens == 0 and g.text == "" for g in gens)
+    with torch.no_grad():
+        model.lm_head.bias[eos] = -1e4
+    gens = ev.generate(model, proc, prompts, images, batch_size=2, max_new_tokens=3, progress=False)
+    assert all(not g.finished and g.n_tokens == 3 for g in gens)
+
+
+def test_switch_thinking_matches_data_stage(smoke_data: Path) -> None:
+    from radlab.data.tasks import with_thinking
+
+    ds = ev.load_eval_dataset(smoke_data).select(range(6))
+    evalset = ev.EvalSet.from_dataset(ds, 0, seed=0)
+    rows, note = evalset.for_mode(True)
+    theirs = list(with_thinking(ds, True))
+    assert [r["prompt"] for r in rows] == [r["prompt"] for r in theirs]
+    assert all(r["thinking"] for r in rows) and note.startswith(f"{len(rows)} of {len(rows)}")
+    plain, note = evalset.for_mode(False)
+    assert [r["id"] for r in plain] == [r["id"] for r in rows] and note == ""
+
+
+def test_select_indices_is_seeded_and_per_task() -> None:
+    tasks = ["report"] * 10 + ["grounding"] * 6
+    ids = [f"r{i}" for i in range(10)] + [f"g{i}" for i in range(6)]
+    a = ev.select_indices(tasks, ids, 4, seed=1)
+    assert a == ev.select_indices(tasks, ids, 4, seed=1)
+    assert sum(tasks[i] == "report" for i in a) == 4 and sum(tasks[i] == "grounding" for i in a) == 4
+    assert ev.select_indices(tasks, ids, 0, seed=1) == list(range(16))
+
+
+# ----------------------------------------------------------------------------------------------
+# Params and missing runs
+# ----------------------------------------------------------------------------------------------
+
+
+def test_params_validation(experiment: Path) -> None:
+    base = {"experiment": "smoke", "output_root": str(experiment)}
+    p = validate("analysis", base)
+    assert p.data_dir == str(experiment / "smoke" / "data")
+    with pytest.raises(ParamError, match="unknown model"):
+        validate("analysis", {**base, "models": "sft,nonsense"})
+    with pytest.raises(ParamError, match="n_evl"):
+        validate("analysis", {**base, "n_evl": 3})
+    with pytest.raises(ParamError, match="data_dir"):
+        validate("analysis", {**base, "experiment": "absent"})
+
+
+def test_missing_runs_are_notes(experiment: Path) -> None:
+    p = validate("analysis", {"experiment": "smoke", "output_root": str(experiment)})
+    specs, notes = ev.discover_models(p)
+    assert [(s.name, s.thinking) for s in specs] == [("sft", False), ("sft+grpo", False), ("cold_start", True)]
+    text = " ".join(notes)
+    for name in ("base", "sft_more", "cold_start+grpo"):
+        assert f"{name}: skipped" in text
+    assert "sft_more run" in text and "cold_start: run folder" in text and "no DONE marker" in text
+    grpo = next(s for s in specs if s.name == "sft+grpo")
+    assert ev.reward_names(grpo.run_params) == ["f1radgraph", "box_soft_f1"]
+
+
+# ----------------------------------------------------------------------------------------------
+# The whole evaluation: contracts and cache
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def evaluated(experiment: Path) -> tuple:
+    # The smoke params, so that the notebook test below finds these generations in the cache.
+    from radlab.config import load_yaml
+
+    values = {**load_yaml(ROOT / "params" / "smoke" / "analysis.yaml"), "output_root": str(experiment)}
+    p = validate("analysis", values)
+    specs, notes = ev.discover_models(p)
+    evalset = ev.load_eval_set(p)
+    out = ev.evaluate_all(p, specs, evalset, p.run_dir, notes)
+    return p, specs, evalset, out
+
+
+def test_output_contracts(evaluated: tuple) -> None:
+    p, _, evalset, out = evaluated
+    results = pd.read_csv(p.run_dir / "results.csv")
+    comps = pd.read_csv(p.run_dir / "comparisons.csv")
+    per = pd.read_parquet(p.run_dir / "per_sample.parquet")
+    assert list(results.columns) == ["model", "task", "metric", "value", "ci_low", "ci_high", "n"]
+    assert list(comps.columns) == ["model_a", "model_b", "task", "metric", "diff", "ci_low", "ci_high", "n"]
+    assert {"model", "task", "grounding_kind", "id", "prediction", "reference"} <= set(per.columns)
+    assert set(results["model"]) == {"sft", "sft+grpo", "cold_start", "text_only", "shuffled_image"}
+    # The thinking model answered the same items with the think trigger; a random model never
+    # closes </think>, so every answer is missing and counted.
+    think = per[per["model"] == "cold_start"]
+    assert think["thinking"].all() and think["missing_think"].eq(1.0).all() and (think["prediction"] == "").all()
+    assert any(n.startswith("cold_start: ") and "switched to the thinking form" in n for n in out.notes)
+    assert {("cold_start", "sft")} <= set(zip(comps["model_a"], comps["model_b"]))
+    kinds = {f"grounding:{k}" for k in per.loc[per["task"] == "grounding", "grounding_kind"].unique()}
+    assert {"report", "grounding"} | kinds == set(results["task"]) and kinds
+    metrics = set(results["metric"])
+    assert {"f1radgraph_partial", "chexpert_f1_micro14", "map50", "mean_chars", "truncated"} <= metrics
+    assert (results["n"] > 0).all()
+    # Each model is scored on the same rows.
+    n_rows = len(evalset.rows)
+    assert (per.groupby("model").size() == n_rows).all()
+    # Same weights under two names: every paired difference is exactly 0.
+    same = comps[(comps["model_a"] == "sft+grpo") & (comps["model_b"] == "sft")]
+    assert not same.empty and np.allclose(same["diff"], 0) and np.allclose(same[["ci_low", "ci_high"]], 0)
+    assert {("sft", "text_only"), ("sft", "shuffled_image")} <= set(zip(comps["model_a"], comps["model_b"]))
+    assert any("sft_more" in n for n in out.notes)
+    assert any(n.startswith("comparison sft+grpo − sft_more skipped") for n in out.skipped_pairs)
+
+
+def test_generation_cache_is_reused(evaluated: tuple) -> None:
+    p, specs, evalset, out = evaluated
+    assert not out.timings.set_index("model").loc["sft", "cached"]
+    again = ev.evaluate_all(p, specs, evalset, p.run_dir)
+    assert again.timings.set_index("model").loc[["sft", "sft+grpo", "cold_start", "shuffled_image"], "cached"].all()
+    cols = ["model", "id", "completion", "f1radgraph_partial", "map50"]
+    pd.testing.assert_frame_equal(out.per_sample[cols], again.per_sample[cols])
+
+
+def test_tables_and_figures(evaluated: tuple) -> None:
+    from radlab.plots_analysis import make_figures
+
+    p, specs, evalset, out = evaluated
+    t1 = table1(out.results)
+    assert t1 is not None and "sft" in t1.values.index and "**" in t1.markdown()
+    t2 = table2(out.results)
+    assert t2 is not None and "All" in t2.values.columns and len(t2.values.columns) >= 2
+    t3, why = table3(out.results, specs)
+    assert t3 is None and "at least two" in why
+    figs, notes = make_figures(out.per_sample, evalset.by_key(), p.experiment_dir, p.run_dir, n_qualitative=2)
+    assert {"reward_curves", "completion_length", "iou_histogram", "qualitative"} <= set(figs)
+    for name in figs:
+        assert (p.run_dir / "figures" / f"{name}.png").exists() and (p.run_dir / "figures" / f"{name}.pdf").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# Findings from hand-made tables
+# ----------------------------------------------------------------------------------------------
+
+
+def _tables(rl_diff: tuple[float, float, float], grpo_chars: float = 200.0,
+            think: tuple[float, float, float] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    res = [
+        ("sft", "report", "f1radgraph_partial", 0.50), ("sft+grpo", "report", "f1radgraph_partial", 0.50 + rl_diff[0]),
+        ("sft", "report", "mean_chars", 200.0), ("sft+grpo", "report", "mean_chars", grpo_chars),
+        ("sft", "grounding", "map50", 0.40), ("sft+grpo", "grounding", "map50", 0.45),
+    ]
+    comp = [("sft+grpo", "sft", "report", "f1radgraph_partial", *rl_diff),
+            ("sft+grpo", "sft", "grounding", "map50", 0.05, 0.02, 0.08)]
+    if think is not None:
+        res += [("cold_start+grpo", "report", "f1radgraph_partial", 0.50 + rl_diff[0] + think[0])]
+        comp += [("cold_start+grpo", "sft+grpo", "report", "f1radgraph_partial", *think)]
+    results = pd.DataFrame([(m, t, me, v, v - 0.01, v + 0.01, 1000) for m, t, me, v in res],
+                           columns=ev.RESULTS_COLUMNS)
+    comparisons = pd.DataFrame([(*c, 1000) for c in comp], columns=ev.COMPARISONS_COLUMNS)
+    return results, comparisons
+
+
+def test_findings_rl_better() -> None:
+    text = findings(*_tables((0.03, 0.01, 0.05)))
+    assert "RL vs SFT, report (RGF1-P): sft+grpo 0.530 vs sft 0.500" in text
+    assert "sft+grpo is better (the CI excludes 0)" in text
+    assert "compute-matched control (sft_more" in text and "is missing" in text
+    assert "No length collapse" in text
+
+
+def test_findings_rl_worse_and_ci_crossing_zero() -> None:
+    worse = findings(*_tables((-0.04, -0.06, -0.02)))
+    assert "report (RGF1-P)" in worse and "sft+grpo is worse (the CI excludes 0)" in worse
+    unclear = findings(*_tables((0.01, -0.01, 0.03)))
+    assert "no detectable difference (the CI includes 0)" in unclear.split("grounding")[0]
+
+
+def test_findings_length_collapse_and_thinking() -> None:
+    text = findings(*_tables((0.01, 0.0, 0.02), grpo_chars=93.0, think=(-0.002, -0.01, 0.006)))
+    assert "Possible reward hacking: sft+grpo's reports are 53% shorter than sft's (93 vs 200 characters)" in text
+    assert "Thinking vs no thinking after RL, report" in text
+    results, comparisons = _tables((0.01, 0.0, 0.02), think=(-0.002, -0.01, 0.006))
+    tests = key_tests(comparisons, results).set_index(["question", "task"])
+    assert tests.loc[("RL vs SFT", "report"), "verdict"] == "no detectable difference"
+    assert tests.loc[("RL vs SFT", "grounding"), "verdict"] == "better"
+    assert tests.loc[("thinking vs no thinking", "report"), "verdict"] == "no detectable difference"
+
+
+def test_table3_reward_ablation() -> None:
+    specs = [ev.ModelSpec("sft", "x", run_dir=Path("runs/e/sft")),
+             ev.ModelSpec("sft+grpo", "x", run_dir=Path("runs/e/grpo"), run_params={"reward_names": ["f1radgraph"]}),
+             ev.ModelSpec("grpo_bleu", "x", run_dir=Path("runs/e/grpo_bleu"), run_params={"reward_names": "bleu"}),
+             ev.ModelSpec("cold_start+grpo", "x", thinking=True, run_dir=Path("runs/e/grpo_think"),
+                          run_params={"reward_names": ["f1radgraph", "think_format"], "thinking": True})]
+    rows = [(m, "report", me, v) for m, vals in (("sft", (0.40, 200.0)), ("sft+grpo", (0.45, 180.0)),
+                                                 ("grpo_bleu", (0.42, 90.0)), ("cold_start+grpo", (0.5, 150.0)))
+            for me, v in zip(("f1radgraph_partial", "mean_chars"), vals)]
+    results = pd.DataFrame([(m, t, me, v, v, v, 10) for m, t, me, v in rows], columns=ev.RESULTS_COLUMNS)
+    table, why = table3(results, specs)
+    assert why == "" and list(table.values.index) == ["sft", "sft+grpo (+ f1radgraph)", "grpo_bleu (+ bleu)"]
+    assert table.best.loc["sft+grpo (+ f1radgraph)", "RGF1-P"] and not table.best["chars"].any()
+    assert table.text.loc["grpo_bleu (+ bleu)", "chars"] == "90 [90, 90]"
+    none, why = table3(results, specs[:2])
+    assert none is None and "at least two" in why
+
+
+def test_verdict_lower_is_better() -> None:
+    assert verdict(-0.1, -0.2, -0.05, lower_is_better=True) == "better"
+    assert verdict(0.1, 0.05, 0.2) == "better"
+    assert verdict(0.0, -0.1, 0.1) == "no detectable difference"
+    assert verdict(math.nan, 0, 0) == "undetermined"
+
+
+# ----------------------------------------------------------------------------------------------
+# The notebook
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_notebook_smoke(experiment: Path, tmp_path: Path) -> None:
+    """papermill 04_analysis on params/smoke/analysis.yaml against the fixture experiment."""
+    out = tmp_path / "out.ipynb"
+    cmd = [sys.executable, "-m", "papermill", str(ROOT / "notebooks" / "04_analysis.ipynb"), str(out),
+           "-f", str(ROOT / "params" / "smoke" / "analysis.yaml"), "-p", "experiment", "smoke",
+           "-p", "output_root", str(experiment), "--cwd", str(ROOT), "-k", "python3", "--no-progress-bar"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = experiment / "smoke" / "analysis"
+    for name in ("results.csv", "comparisons.csv", "per_sample.parquet", "findings.md", "DONE"):
+        assert (run_dir / name).exists(), name
+    assert "RL vs SFT" in (run_dir / "findings.md").read_text()
