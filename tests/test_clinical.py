@@ -135,14 +135,66 @@ def test_modifiers_and_locations() -> None:
     assert _rel(ann, "normal", "located_at", "heart")
     assert _rel(ann, "silhouette", "modify", "cardiac")
     assert _rel(ann, "enlarged", "located_at", "cardiac")
-    ann = _one("Patchy opacity at the right lung base. Effusions are unchanged.")
+    ann = _one("Patchy opacity at the left lung base. Effusions are unchanged.")
     assert _rel(ann, "opacity", "located_at", "lung")
     assert _rel(ann, "base", "modify", "lung")
+    assert _rel(ann, "left", "modify", "lung")
     assert _rel(ann, "unchanged", "modify", "effusions")
+    # RadGraph-XL keeps "right lung" whole as a location much more often than "left lung"
+    ann = _one("Patchy opacity at the right lung base.")
+    assert _rel(ann, "opacity", "located_at", "right lung")
+    assert _rel(ann, "base", "modify", "right lung")
     ann = _one("Right base opacity may represent pneumonia.")
     assert _rel(ann, "opacity", "suggestive_of", "pneumonia")
     ann = _one("The tip of the endotracheal tube is 4 cm above the carina.")
     assert _rel(ann, "tip", "modify", "tube")
+
+
+def test_location_and_attachment_conventions() -> None:
+    # a laterality right before a finding or device is its location ("right PICC line")
+    ann = _one("Right PICC line ends in the mid SVC. Small left effusion.")
+    assert _rel(ann, "picc line", "located_at", "right")
+    assert _rel(ann, "picc line", "located_at", "svc")
+    assert _rel(ann, "effusion", "located_at", "left")
+    assert not _ents("Small left effusion.")["left"]["relations"]
+    # adjectives before a "left greater than right" comparison modify the finding after it
+    ann = _one("Stable moderate left greater than right bilateral pleural effusions.")
+    for word in ("stable", "moderate", "greater"):
+        assert _rel(ann, word, "modify", "effusions"), word
+    # "stable chest radiograph": the study itself is the finding, located at the chest
+    assert _rel(_one("Stable chest radiograph."), "radiograph", "located_at", "chest")
+    assert "radiograph" not in _ents("Compared to the prior chest radiograph, no change.")
+    # "size of <finding>" is not the anatomy "size" of "heart size"
+    assert "size" not in _ents("The size of the pneumothorax is unchanged.")
+    assert _ents("Heart size is normal.")["size"]["label"] == ANAT
+    # whole location phrases: sentence-initial lobes, the cavoatrial junction, numbered ribs
+    assert _ents("Left lower lobe is clear.")["left lower lobe"]["label"] == ANAT
+    assert "left lower lobe" not in _ents("Left lower lobe consolidation.")  # before a finding: split
+    assert "cavoatrial junction" in _ents("Right IJ catheter ends at the cavoatrial junction.")
+    assert "right posterior eighth rib" in _ents("Fracture of the right posterior eighth rib.")
+    # a bare alternative shares the location, except findings with a place of their own
+    assert _rel(_one("Bibasilar atelectasis or pneumonia."), "pneumonia", "located_at", "bibasilar")
+    assert not _ents("No pleural effusion or pneumothorax.")["pneumothorax"]["relations"]
+    # predicates: coordinated ones share the subject; a new clause is not walked into
+    ann = _one("The aorta is calcified and tortuous.")
+    assert _rel(ann, "calcified", "located_at", "aorta") and _rel(ann, "tortuous", "located_at", "aorta")
+    ann = _one("Heart is enlarged and lungs are clear.")
+    assert _rel(ann, "clear", "located_at", "lungs") and not _rel(ann, "clear", "modify", "enlarged")
+    ann = _one("Moderate pulmonary edema and small effusion have increased.")
+    assert _rel(ann, "increased", "modify", "edema") and _rel(ann, "increased", "modify", "effusion")
+    # noun phrases across a range and a coordination of adjectives
+    assert _rel(_one("Unchanged mild-to-moderate cardiomegaly."), "unchanged", "modify", "cardiomegaly")
+    ann = _one("Unchanged monitoring and support devices.")
+    assert _rel(ann, "monitoring", "modify", "devices") and _rel(ann, "unchanged", "modify", "devices")
+    # "cardiopulmonary findings" is a finding; a laterality reaches over one unknown descriptor
+    ents = _ents("No acute cardiopulmonary findings.")
+    assert ents["findings"]["label"] == ABSENT
+    assert _rel(_one("No acute cardiopulmonary findings."), "findings", "located_at", "cardiopulmonary")
+    ann = _one("Opacity in the right anteromedial hemithorax.")
+    assert _rel(ann, "right", "modify", "hemithorax") and _rel(ann, "opacity", "located_at", "hemithorax")
+    # "early" and "is probably" do not hedge (RadGraph-XL keeps these definite)
+    assert _ents("Early right middle lobe pneumonia.")["pneumonia"]["label"] == PRESENT
+    assert _ents("Small right pleural effusion is probably new.")["effusion"]["label"] == PRESENT
 
 
 # --- phantom report vocabulary ----------------------------------------------------------------

@@ -23,21 +23,28 @@ Pipeline (deterministic, pure Python, one pass per sentence):
 2. find entities: multi-token phrases (longest match), hyphenated compounds ("left - sided",
    "plate - like"; ranges such as "mild - to - moderate" stay split), then single words from
    :mod:`radlab.clinical.lexicon` (curated) and :mod:`radlab.clinical.lexicon_learned`, with a few
-   context rules ("AP chest" is not anatomy, "low" in "low SVC" is); "left lower lobe" / "left
-   base" become one entity after a preposition and stay split before a finding, as RadGraph-XL
-   mostly does;
+   context rules ("AP chest" is not anatomy, "low" in "low SVC" is, "size" in "the size of the
+   pneumothorax" is not, "stable chest radiograph" is a finding at the chest); "left lower lobe" /
+   "left base" / "right lung" / "the right posterior eighth rib" become one entity as a location
+   ("in the left lower lobe", "Left lower lobe is clear") and stay split before a finding ("left
+   lower lobe opacity"), as RadGraph-XL mostly does;
 3. certainty (observations only; anatomy is always "definitely present", as in RadGraph-XL):
    NegEx-style pre/post negation and uncertainty cues, scope ended by sentence punctuation or
    "but"/"however"/"although"/", and the ..."; commas end a post-cue's backward scope; negation
    wins over a later hedge ("no findings concerning for pneumonia"); findings joined by "or" are
    uncertain; status words ("unchanged") are never hedged;
-4. relations: anatomy runs get a head ("lung" in "right lung base", "cardiac" in "cardiac
+4. relations: anatomy runs get a head ("lung" in "left lung base", "cardiac" in "cardiac
    silhouette") that the other words ``modify``; orphan lateralities ("right greater than left,
    pleural effusions") modify the nearby anatomy; in a noun phrase, modifiers ``modify`` the head
    finding; the finding is ``located_at`` the anatomy in its phrase or introduced after it by a
-   preposition ("at the bases", "tube ends 4 cm above the carina"); status words after a copula
+   preposition ("at the bases", "tube ends 4 cm above the carina"), or at a laterality right
+   before it ("right PICC line", "left effusion"); a bare alternative shares the location
+   ("bibasilar atelectasis or pneumonia"); adjectives before "left greater than right" modify the
+   finding after the comparison; status words after a copula
    ``modify`` the finding or are ``located_at`` the anatomy of their subject ("heart size is
-   normal"); "may represent" / "consistent with"-type cues give ``suggestive_of``.
+   normal", "the aorta is calcified and tortuous"), modifying every coordinated finding
+   ("edema and effusion have increased"); "may represent" / "consistent with"-type cues give
+   ``suggestive_of``.
 
 Results are memoised per text in a bounded LRU cache; the cache stores immutable tuples and every
 call builds fresh dicts, so callers may mutate what they receive.
@@ -260,10 +267,20 @@ def _find_entities(low: list[str], lex: Lexicon) -> list[_Ent]:
                 i = j + 1
                 continue
         c = words.get(w)
+        if c is None and w in ("findings", "finding") and ents and ents[-1].end == i - 1 and ents[-1].is_anat:
+            c = O_HEAD  # "no acute cardiopulmonary findings", "the lung findings are unchanged"
         if c is None:
+            if w == "both" and i + 1 < n and words.get(low[i + 1], "")[:1] == "A":
+                ents.append(_Ent(i, i, A_PRE))  # "both lung bases": "both" modifies the anatomy
             i += 1
             continue
         nxt = low[i + 1] if i + 1 < n else ""
+        if w == "chest" and nxt == "radiograph" and i and words.get(low[i - 1]) == O_POST:
+            # "stable / unchanged chest radiograph": the whole study is the finding
+            ents.append(_Ent(i, i, A_HEAD))
+            ents.append(_Ent(i + 1, i + 1, O_HEAD))
+            i += 2
+            continue
         if w == "chest" and not (nxt in _CHEST_NEXT or (ents and ents[-1].end == i - 1 and ents[-1].is_anat)):
             # "chest" is anatomy in "right chest", "chest wall/tube", not in "AP chest", "chest CT"
             i += 1
@@ -301,21 +318,35 @@ def _find_entities(low: list[str], lex: Lexicon) -> list[_Ent]:
 
 
 _LAT = frozenset({"left", "right"})
+_NOT_SKIPPED = (
+    L.LOCATION_PREPS
+    | _CLAUSE_START
+    | frozenset("and or but with without is are was were than side sided greater more less".split())
+)
+# findings with a place of their own ("pleural effusion or pneumothorax": not "pleural" pneumothorax)
+_OWN_PLACE = frozenset({"pneumothorax", "pneumothoraces", "effusion", "effusions", "pneumomediastinum"})
+_COMPARATIVES = frozenset({"greater", "more", "less", "worse", "larger", "smaller"})
 _ABOVE_BELOW = frozenset({"above", "below"})
 # tokens allowed between an orphan laterality and the anatomy it modifies
 # ("right greater than left , pleural effusions", "large right and small left pleural effusions")
 _ORPHAN_GLUE = frozenset({"and", "or", ",", "greater", "than", "more", "less", "-", "to", "/"})
 _LEVEL = frozenset({"upper", "lower", "mid"})
+_ORDINALS = frozenset("first second third fourth fifth sixth seventh eighth ninth tenth eleventh twelfth".split())
 _LOBE_LIKE = frozenset({"lobe", "lung"})
 _END_ONLY = frozenset({"base", "apex", "side"})
+# laterality + word pairs kept whole as a location even without a level word: RadGraph-XL keeps
+# "right lung" whole in about a third of its uses ("the right lung is clear"), "left lung" almost
+# never; splitting "right lung" makes ("right", has-relation) a spurious unit shared by many reports
+_LAT_PAIRS = frozenset({("right", "lung")})
 _PREP_BEFORE = frozenset({"the", "of", "in", "at", "within", "involving", "both"})
 
 
 def _merge_locations(low: list[str], ents: list[_Ent]) -> list[_Ent]:
-    """Merge "left lower lobe" / "left base" into one entity when it is a location noun phrase.
+    """Merge "left lower lobe" / "left base" / "right lung" into one entity when it is a location
+    noun phrase, and "the right posterior eighth rib" (a numbered rib) likewise.
 
-    RadGraph-XL keeps such phrases whole after a preposition ("opacity in the left lower lobe")
-    but splits them when they modify a finding ("left lower lobe opacity").
+    RadGraph-XL keeps such phrases whole as a location ("opacity in the left lower lobe", "Left
+    lower lobe is clear") but splits them when they modify a finding ("left lower lobe opacity").
     """
     out: list[_Ent] = []
     i = 0
@@ -323,22 +354,31 @@ def _merge_locations(low: list[str], ents: list[_Ent]) -> list[_Ent]:
     while i < n:
         en = ents[i]
         k = 0
-        if (
-            en.cls == A_PRE
-            and low[en.start] in _LAT
-            and en.start == en.end
-        ):
+        if en.cls == A_PRE and low[en.start] in _LAT and en.start == en.end:
             nxt = [ents[j] for j in range(i + 1, min(i + 3, n))]
             words = [low[x.start] if x.start == x.end else "" for x in nxt]
             adjacent = [x.start == en.start + 1 + m for m, x in enumerate(nxt)]
             if len(nxt) >= 2 and adjacent[0] and adjacent[1] and words[0] in _LEVEL and words[1] in _LOBE_LIKE:
                 k = 2
-            elif nxt and adjacent[0] and words[0] in _END_ONLY:
+            elif nxt and adjacent[0] and (words[0] in _END_ONLY or (low[en.start], words[0]) in _LAT_PAIRS):
                 k = 1
             if k:
                 after = ents[i + k + 1] if i + k + 1 < n else None
                 if after is not None and after.start == ents[i + k].end + 1 and not after.is_anat:
                     k = 0  # modifies a finding: keep split
+        if not k and en.cls == A_PRE and en.start > 0 and low[en.start - 1] in _PREP_BEFORE:
+            # "the right posterior eighth rib": a rib named by side, aspect and number is one entity
+            j = i
+            while j + 1 < n and ents[j + 1].start == ents[j].end + 1 and ents[j + 1].cls == A_PRE:
+                j += 1
+            if (
+                j + 1 < n
+                and ents[j + 1].start == ents[j].end + 1
+                and low[ents[j + 1].start] in ("rib", "ribs")
+                and any(low[ents[m].start] in _ORDINALS for m in range(i, j + 1))
+                and j > i
+            ):
+                k = j + 1 - i
         if k:
             out.append(_Ent(en.start, ents[i + k].end, A_HEAD))
             i += k + 1
@@ -517,6 +557,14 @@ def _relations(low: list[str], s: int, e: int, ents: list[_Ent], idx: list[int])
                 absorbed.add(r_i)
             continue
         if all(ents[k].cls == A_PRE for k in run):
+            nxt_k = by_start.get(ents[run[-1]].end + 1)
+            if (
+                nxt_k is not None
+                and not ents[nxt_k].is_anat
+                and low[ents[nxt_k].start] not in _COMPARATIVES
+                and low[ents[run[-1]].start] in _LAT
+            ):
+                continue  # "right PICC line", "left effusion": the location of the finding it precedes
             # an orphan position word ("large right and small left pleural effusions", "right greater
             # than left, pleural effusions") modifies the next anatomy phrase close by, else the
             # previous one ("the bases, especially on the right")
@@ -529,6 +577,16 @@ def _relations(low: list[str], s: int, e: int, ents: list[_Ent], idx: list[int])
                     t in ent_tok or low[t] in _ORPHAN_GLUE for t in range(ents[run[-1]].end + 1, ents[runs[r][0]].start)
                 )
             ][:1]
+            e_end = ents[run[-1]].end
+            if (
+                not fwd
+                and r_i + 1 < len(runs)
+                and ents[runs[r_i + 1][0]].start == e_end + 2
+                and low[e_end + 1].isalpha()
+                and low[e_end + 1] not in _NOT_SKIPPED
+                and low[ents[run[-1]].start] in _LAT
+            ):
+                fwd = [r_i + 1]  # "right paramedian mediastinum": over one unknown descriptor
             back = [
                 r
                 for r in range(r_i)
@@ -577,16 +635,40 @@ def _relations(low: list[str], s: int, e: int, ents: list[_Ent], idx: list[int])
         if nps:
             last = nps[-1][-1]
             g = gap(last, k)
-            if all(t in _GLUE for t in g) or (ents[last].is_anat and ents[k].is_anat and all(t in _COORD for t in g)):
+            if (
+                all(t in _GLUE for t in g)
+                or (ents[last].is_anat and ents[k].is_anat and all(t in _COORD for t in g))
+                or (len(g) == 4 and g[1:] == ["-", "to", "-"] and g[0] in L.OBS_PRE)  # "mild - to - moderate"
+            ):
                 nps[-1].append(k)
                 continue
         nps.append([k])
     heads: list[int] = []
-    for np_ in nps:
+    for n_i, np_ in enumerate(nps):
         obs = [k for k in np_ if not ents[k].is_anat]
         if not obs:
             heads.append(-1)
             continue
+        if (
+            n_i + 1 < len(nps)
+            and all(ents[k].cls in (O_PRE, O_POST) for k in obs)
+            and (
+                (
+                    (ents[np_[-1]].is_anat or low[ents[np_[-1]].start] in _COMPARATIVES)
+                    and gap(np_[-1], nps[n_i + 1][0]) in (["than"], [","], ["and"])
+                )
+                # "unchanged monitoring and support devices"
+                or (gap(np_[-1], nps[n_i + 1][0]) == ["and"] and ents[nps[n_i + 1][0]].cls == O_PRE)
+            )
+        ):
+            # "stable moderate left greater than right bilateral pleural effusions": adjectives
+            # before a comparison modify the finding after it
+            nxt_core = [k for k in nps[n_i + 1] if ents[k].cls == O_HEAD]
+            if nxt_core:
+                for k in obs:
+                    _rel(ents[k], "modify", nxt_core[-1])
+                heads.append(-1)
+                continue
         # head: the last finding/device ("mild atelectatic changes" → atelectatic: a part word
         # right after a finding is not a head); with none, the first status word ("decreased
         # substantially"), else the last word
@@ -640,6 +722,9 @@ def _relations(low: list[str], s: int, e: int, ents: list[_Ent], idx: list[int])
             gj = gap(nps[j - 1][-1], nps[j][0]) if j > 0 else ["."]
             if not (gj and all(t in _COORD for t in gj)) or (hj >= 0 and gj == [","]):
                 break
+            hp = heads[j - 1]
+            if hp >= 0 and ents[hp].cls in (O_POST, O_PRE) and not any(ents[k].is_anat for k in nps[j - 1]):
+                break  # "heart is enlarged and lungs are clear": a previous clause's predicate
             j -= 1
         return done
 
@@ -665,7 +750,11 @@ def _relations(low: list[str], s: int, e: int, ents: list[_Ent], idx: list[int])
                 j += 1
         if not (0 < len(g) <= limit and any(t in L.LOCATION_PREPS and t != "the" for t in g)):
             return []
-        out = [run_head[nps[j][0]]]
+        first = run_head[nps[j][0]]
+        if run_of[first] in absorbed:
+            # an absorbed position word ("in the right anteromedial hemithorax"): use its anatomy
+            first = next((t for r, t in ents[first].rels if r == "modify" and ents[t].is_anat), first)
+        out = [first]
         while (
             j + 1 < len(nps)
             and ents[nps[j + 1][0]].is_anat
@@ -699,10 +788,44 @@ def _relations(low: list[str], s: int, e: int, ents: list[_Ent], idx: list[int])
             # "Right PICC line ends in the SVC": located at "right" and where it ends
             targets = targets + look_right(n_i, h, device)
         status = ents[h].cls in (O_POST, O_PRE) and not anat_runs
+        if (
+            not status
+            and not anat_runs
+            and len(np_) == 1
+            and low[ents[h].start] in L.OBS_PRE
+            and n_i > 0
+            and heads[n_i - 1] < 0
+            and all(t in _COPULA for t in gap(nps[n_i - 1][-1], np_[0]))
+        ):
+            status = True  # "the aorta is calcified": a predicate adjective, like "enlarged"
+        if (
+            status
+            and n_i > 0
+            and heads[n_i - 1] >= 0
+            and gap(nps[n_i - 1][-1], np_[0]) in (["and"], [","], [",", "and"])
+            and len(nps[n_i - 1]) == 1
+            and (ents[heads[n_i - 1]].cls in (O_POST, O_PRE) or low[ents[heads[n_i - 1]].start] in L.OBS_PRE)
+            and any(r == "located_at" and ents[t].is_anat and t < heads[n_i - 1] for r, t in ents[heads[n_i - 1]].rels)
+        ):
+            # "the aorta is calcified and tortuous": coordinated predicates share the subject
+            for r, t in list(ents[heads[n_i - 1]].rels):
+                if r == "located_at" and ents[t].is_anat and t < heads[n_i - 1]:
+                    _rel(ents[h], "located_at", t)
+            continue
         if status and n_i > 0 and heads[n_i - 1] >= 0 and not ents[heads[n_i - 1]].is_anat:
             if all(t in _COPULA for t in gap(nps[n_i - 1][-1], np_[0])):
-                # "atelectasis is unchanged at the left base": the status word describes the finding
+                # "atelectasis is unchanged at the left base": the status word describes the finding,
+                # and every finding coordinated with it ("edema and effusion have increased")
                 _rel(ents[h], "modify", heads[n_i - 1])
+                j = n_i - 1
+                while (
+                    j > 0
+                    and heads[j - 1] >= 0
+                    and ents[heads[j - 1]].cls == O_HEAD
+                    and gap(nps[j - 1][-1], nps[j][0]) in (["and"], [","], [",", "and"], ["or"])
+                ):
+                    _rel(ents[h], "modify", heads[j - 1])
+                    j -= 1
                 continue
         if status and subject_walk(n_i, h):
             continue
@@ -727,6 +850,21 @@ def _relations(low: list[str], s: int, e: int, ents: list[_Ent], idx: list[int])
             prev = [heads[j] for j in range(n_i) if heads[j] >= 0 and ents[heads[j]].cls == O_HEAD]
             if prev:
                 _rel(ents[h], "modify", prev[-1])
+    # --- "bibasilar atelectasis or pneumonia": a bare alternative shares the location ---------
+    for n_i in range(1, len(nps)):
+        h, hp = heads[n_i], heads[n_i - 1]
+        if (
+            h >= 0
+            and hp >= 0
+            and len(nps[n_i]) == 1
+            and ents[h].cls == O_HEAD
+            and not ents[h].rels
+            and low[ents[h].end] not in _OWN_PLACE
+            and gap(nps[n_i - 1][-1], nps[n_i][0]) == ["or"]
+        ):
+            for r, t in list(ents[hp].rels):
+                if r == "located_at" and ents[t].end < ents[hp].start and t in nps[n_i - 1]:
+                    _rel(ents[h], "located_at", t)
     # --- fallback: RadGraph-XL links every modifier/status word to something ----------------
     for n_i in range(len(nps)):
         h = heads[n_i]

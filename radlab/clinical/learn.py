@@ -65,7 +65,7 @@ def learn_words(refs: Sequence[dict[str, Any]], *, min_reports: int = 2, min_rat
 
 
 def learn_phrases(
-    refs: Sequence[dict[str, Any]], *, min_reports: int = 2, min_ratio: float = 0.6
+    refs: Sequence[dict[str, Any]], *, min_reports: int = 2, min_ratio: float = 0.7
 ) -> dict[tuple[str, ...], str]:
     """``{token tuple: "A" | "O"}``: multi-word entities kept whole in ≥ ``min_ratio`` of the
     occurrences of their token sequence, in ≥ ``min_reports`` reports (alphabetic tokens only)."""

@@ -65,7 +65,7 @@ ANAT_HEAD: frozenset[str] = frozenset(
     endplate endplates disc discs pelvis sulcus sulci acromioclavicular epicardial coronary lymph
     node nodes bone bones hiatal cardio costochondral sternoclavicular paraspinal paravertebral
     retroperitoneal subphrenic parahilar paramediastinal azygoesophageal aortopulmonary bibasal
-    biapical
+    biapical paramedian clavicular supraclavicular infraclavicular perithoracic hypochondriac
     """.split()
 )
 
@@ -84,7 +84,7 @@ OBS_PRE: frozenset[str] = frozenset(
     atherosclerotic degenerative healed healing displaced nondisplaced partially partial complete
     hyperinflated hyperexpanded emphysematous fibrotic inflammatory infectious top monitoring
     support congestive multilevel arthritic ectatic calcific irregular sclerotic tuberculous rounded
-    bandlike atypical accentuated active
+    bandlike atypical accentuated active pigtail
     """.split()
 )
 
@@ -124,7 +124,7 @@ OBS_HEAD: frozenset[str] = frozenset(
     distention distension dilatation hyperexpanded hyperinflated atherosclerosis seeds markers
     fiducial anchors cement fusion fusions hypoinflation postsurgical flattening ectasia injury
     sequela sequelae curvature cholecystectomy spurring irregularity pectus excavatum dislocation
-    osteophyte generator plaque plaques thymoma lymphoma goiter
+    osteophyte generator plaque plaques thymoma lymphoma goiter sclerosis osteotomy
     """.split()
 )
 

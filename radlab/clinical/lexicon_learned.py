@@ -42,10 +42,5 @@ LEARNED_WORDS: dict[str, str] = {
 
 LEARNED_PHRASES: dict[tuple[str, ...], str] = {
     ("aortic", "valve"): "A",
-    ("introduction", "sheath"): "O",
-    ("left", "base"): "A",
-    ("left", "pectoral"): "A",
-    ("right", "hilar"): "A",
-    ("right", "lower", "lung"): "A",
     ("right", "upper", "lobe"): "A",
 }
