@@ -82,15 +82,15 @@ class AnalysisParams(CommonParams):
     )
     model_dirs: str = field(
         default="",
-        metadata={"help": "overrides 'name=path,name=path' (a folder or radlab:<size>); '' = runs/<exp>/<run>/model"},
+        metadata={"help": "per-model folder overrides, comma-separated, each the model name, an equals sign and a folder or radlab:<size>; empty means runs/<exp>/<run>/model"},
     )
     data_dir: str = field(
         default="",
-        metadata={"help": "data stage folder holding eval/; '' = runs/<exp>/data", "path": "dir",
+        metadata={"help": "data stage folder holding eval/; empty means runs/<exp>/data", "path": "dir",
                   "missing_hint": "; run notebooks/00_data.ipynb first"},
     )
     eval_split: str = field(default="test", metadata={"help": "split of data/eval/ to score"})
-    n_eval: int = field(default=1000, metadata={"help": "rows per task (report, grounding), seeded subset; 0 = all"})
+    n_eval: int = field(default=1000, metadata={"help": "rows per task (report, grounding), seeded subset; 0 means all"})
     batch_size: int = field(default=32, metadata={"help": "prompts per generate() call"})
     max_new_tokens: int = field(default=128, metadata={"help": "generation budget of non-thinking models"})
     max_new_tokens_thinking: int = field(default=384, metadata={"help": "generation budget of thinking models"})
@@ -105,8 +105,8 @@ class AnalysisParams(CommonParams):
     shortcuts: bool = field(default=True, metadata={"help": "score the text-only and shuffled-image baselines"})
     shortcut_model: str = field(default="sft", metadata={"help": "model that reads the shuffled images"})
     use_cache: bool = field(default=True, metadata={"help": "reuse cached generations in analysis/generations/"})
-    device: str = field(default="", metadata={"help": "'' = cuda if available, else cpu"})
-    dtype: str = field(default="", metadata={"help": "'' = float32 on cpu, bfloat16 on cuda"})
+    device: str = field(default="", metadata={"help": "empty means cuda if available, else cpu"})
+    dtype: str = field(default="", metadata={"help": "empty means float32 on cpu, bfloat16 on cuda"})
     n_qualitative: int = field(default=4, metadata={"help": "examples per task in the qualitative figure"})
 
     def __post_init__(self) -> None:

@@ -1,0 +1,587 @@
+"""Machinery shared by the training stages: runtime, data, model, TRL configs, callbacks, outputs.
+
+Everything here wraps TRL / transformers / accelerate; nothing re-implements a trainer.  The
+stage modules (:mod:`radlab.training.sft`, :mod:`radlab.training.cold_start`,
+:mod:`radlab.training.grpo`) call these helpers in the order their notebook shows.
+
+Run folder layout written by a training stage (``<output_root>/<experiment>/<run_name>/``)::
+
+    base_model/          embedded model built for this experiment (SFT from radlab:<size> only)
+    checkpoints/         TRL checkpoints checkpoint-<step>/ (resume reads the last one)
+    model/               final model + processor (LoRA merged), what the next stage loads
+    adapter/             the LoRA adapter itself (LoRA runs only)
+    trainer_state.json   transformers TrainerState of the final step (log history included)
+    log_history.csv      tidy log: step, epoch, metric, value
+    figures/             curves (png + pdf)
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+import time
+import unicodedata
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from radlab import runs
+from radlab.config import ParamError
+from radlab.training.params import TrainingParams
+
+CHECKPOINTS = "checkpoints"
+_CKPT_RE = re.compile(r"^checkpoint-(\d+)$")
+
+
+# --------------------------------------------------------------------------------------------
+# runtime
+# --------------------------------------------------------------------------------------------
+
+
+def partial_state() -> Any:
+    """accelerate's process state (one process outside ``accelerate launch``).
+
+    ``cpu=True`` without CUDA: accelerate only recognises a multi-process CPU launch (gloo)
+    when asked for the CPU explicitly; otherwise every process believes it is alone and the
+    main-process-first / barrier logic silently does nothing.
+    """
+    from accelerate import PartialState
+
+    return PartialState(cpu=use_cpu())
+
+
+def is_main_process() -> bool:
+    """True on the process that writes run-folder files."""
+    return bool(partial_state().is_main_process)
+
+
+def setup_runtime(params: TrainingParams) -> dict[str, Any]:
+    """Seed everything and set torch's CPU threads; returns what was set (for the notebook).
+
+    Threads: ``params.torch_threads`` if > 0, else ``$RADLAB_NUM_THREADS`` (the pipeline runner
+    sets it when stages share the cores), else torch's default.
+    """
+    import torch
+    from transformers import set_seed
+
+    threads = params.torch_threads or int(os.environ.get("RADLAB_NUM_THREADS", "0") or 0)
+    if threads > 0:
+        torch.set_num_threads(threads)
+    set_seed(params.seed)
+    state = partial_state()
+    return {
+        "device": str(state.device),
+        "num_processes": state.num_processes,
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.is_available(),
+        "seed": params.seed,
+    }
+
+
+def use_cpu() -> bool:
+    """No CUDA device: TRL must be told (``use_cpu=True``) or it asks accelerate for one."""
+    import torch
+
+    return not torch.cuda.is_available()
+
+
+# --------------------------------------------------------------------------------------------
+# data
+# --------------------------------------------------------------------------------------------
+
+
+def load_data_split(data_dir: str | os.PathLike[str], part: str) -> Any:
+    """``<data_dir>/<part>`` (``sft``, ``grpo``, ``eval``, ``records``) as saved by the data stage.
+
+    Raises :class:`ParamError` naming the folder when the data stage did not write it.
+    """
+    import datasets
+
+    path = Path(data_dir) / part
+    if not path.exists():
+        raise ParamError(f"data folder {str(path)!r} does not exist; run notebooks/00_data.ipynb first (or set data_dir)")
+    return datasets.load_from_disk(str(path))
+
+
+def filter_tasks(ds: Any, tasks: Sequence[str]) -> Any:
+    """Rows whose ``task`` is in ``tasks`` (a no-op when every row already is)."""
+    if "task" not in ds.column_names:
+        return ds
+    present = set(ds.unique("task"))
+    if present <= set(tasks):
+        return ds
+    keep = [i for i, t in enumerate(ds["task"]) if t in set(tasks)]
+    return ds.select(keep)
+
+
+def subsample(ds: Any, n: int, seed: int) -> Any:
+    """A seeded random subset of ``n`` rows (all rows when ``n`` is 0 or larger than the table)."""
+    if n <= 0 or n >= len(ds):
+        return ds
+    return ds.shuffle(seed=seed).select(range(n))
+
+
+def message_text(message: dict[str, Any]) -> str:
+    """The text of one chat message whose content is a str or a list of typed parts."""
+    content = message.get("content", "")
+    if isinstance(content, str):
+        return content
+    return "".join(p.get("text") or "" for p in content if isinstance(p, dict) and p.get("type") == "text")
+
+
+def corpus_from_sft(ds: Any, limit: int = 20000) -> list[str]:
+    """Prompt and answer texts of SFT rows, for the embedded tokenizer's BPE merges."""
+    texts: list[str] = []
+    for messages in ds.select(range(min(limit, len(ds))))["messages"]:
+        texts.extend(message_text(m) for m in messages)
+    return [t for t in texts if t.strip()]
+
+
+# --------------------------------------------------------------------------------------------
+# model
+# --------------------------------------------------------------------------------------------
+
+
+def prepare_model(
+    params: TrainingParams,
+    run_dir: str | os.PathLike[str],
+    *,
+    name_or_path: str,
+    corpus: Iterable[str] | None = None,
+) -> tuple[Any, Any, str]:
+    """Load ``name_or_path`` (full or LoRA per ``params``) with the one loading path.
+
+    An embedded spec ``radlab:<size>`` is first built into ``<run_dir>/base_model/`` with
+    ``corpus`` (the data's prompts and answers) added to the tokenizer corpus; a resumed run
+    reuses the folder it built before (the checkpoint's weights only fit that tokenizer).  Under
+    ``accelerate launch`` the main process builds while the others wait.  Returns
+    ``(model, processor, resolved_path)``; the model stays on CPU (the trainer places it).
+    """
+    from radlab.models import build_tiny_qwen3vl, embedded_spec, load_model_and_processor
+
+    size = embedded_spec(name_or_path)
+    if size is not None:
+        target = Path(run_dir) / "base_model"
+        with partial_state().main_process_first():
+            if is_main_process() and not (params.resume and (target / "config.json").exists()):
+                build_tiny_qwen3vl(target, size, corpus=list(corpus or []), seed=params.seed,
+                                   max_pixels=params.max_pixels or None)
+        name_or_path = str(target)
+    dtype = "bfloat16" if params.bf16 else "float32"
+    model, processor = load_model_and_processor(
+        name_or_path, lora=params.lora_dict(), dtype=dtype, device="cpu", max_pixels=params.max_pixels or None
+    )
+    return model, processor, name_or_path
+
+
+# --------------------------------------------------------------------------------------------
+# TRL configs
+# --------------------------------------------------------------------------------------------
+
+
+def common_trainer_args(params: TrainingParams, run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """``TrainingArguments`` fields every stage sets explicitly (CPU-safe, reproducible).
+
+    TRL's own defaults (``bf16=True``, ``gradient_checkpointing=True``) are GPU choices that
+    make these small models 1.1-1.6x slower on CPU, so both come from ``params``.
+    """
+    cpu = use_cpu()
+    return {
+        "output_dir": str(Path(run_dir) / CHECKPOINTS),
+        "seed": params.seed,
+        "data_seed": params.seed,
+        "learning_rate": params.learning_rate,
+        "lr_scheduler_type": params.lr_scheduler_type,
+        "warmup_steps": params.warmup_steps,
+        "weight_decay": params.weight_decay,
+        "max_grad_norm": params.max_grad_norm,
+        "num_train_epochs": params.num_train_epochs,
+        "max_steps": params.max_steps if params.max_steps > 0 else -1,
+        "per_device_train_batch_size": params.per_device_train_batch_size,
+        "gradient_accumulation_steps": params.gradient_accumulation_steps,
+        "logging_steps": params.logging_steps,
+        "logging_first_step": True,
+        "save_strategy": "steps",
+        "save_steps": params.save_steps,
+        "save_total_limit": params.save_total_limit or None,
+        "bf16": bool(params.bf16 and not cpu),
+        "fp16": False,
+        "gradient_checkpointing": params.gradient_checkpointing,
+        "use_cpu": cpu,
+        "dataloader_num_workers": params.dataloader_num_workers,
+        "report_to": "none",
+        "disable_tqdm": True,
+        "ddp_find_unused_parameters": False,
+    }
+
+
+def parse_config(config_cls: type, values: dict[str, Any]) -> Any:
+    """Build a TRL config with ``HfArgumentParser.parse_dict`` (typed, rejects unknown keys).
+
+    This is the same parser TRL's CLI uses, minus ``sys.argv``: a notebook never sees argv.
+    """
+    from transformers import HfArgumentParser
+
+    (config,) = HfArgumentParser((config_cls,)).parse_dict(dict(values), allow_extra_keys=False)
+    return config
+
+
+# --------------------------------------------------------------------------------------------
+# checkpoints / resume
+# --------------------------------------------------------------------------------------------
+
+
+def checkpoints(run_dir: str | os.PathLike[str]) -> list[Path]:
+    """``<run_dir>/checkpoints/checkpoint-<step>`` folders, by step, that hold a trainer state."""
+    folder = Path(run_dir) / CHECKPOINTS
+    if not folder.is_dir():
+        return []
+    found = []
+    for p in folder.iterdir():
+        m = _CKPT_RE.match(p.name)
+        if m and p.is_dir() and (p / "trainer_state.json").exists():
+            found.append((int(m.group(1)), p))
+    return [p for _, p in sorted(found)]
+
+
+def resume_checkpoint(params: TrainingParams, run_dir: str | os.PathLike[str]) -> str | None:
+    """The checkpoint to resume from, or ``None`` for a fresh start.
+
+    ``resume=True``: the last complete ``checkpoint-*`` (``None`` with a note when there is none).
+    ``resume=False``: a fresh run replaces the stage, so stale checkpoints of an earlier run are
+    removed; otherwise a later resume could pick a checkpoint of a different run.
+    """
+    found = checkpoints(run_dir)
+    if params.resume:
+        if found:
+            return str(found[-1])
+        print(f"resume=True but no checkpoint in {Path(run_dir) / CHECKPOINTS}; starting from scratch")
+        return None
+    if found and is_main_process():
+        print(f"fresh run: removing {len(found)} old checkpoint(s) in {Path(run_dir) / CHECKPOINTS}")
+        shutil.rmtree(Path(run_dir) / CHECKPOINTS, ignore_errors=True)
+    partial_state().wait_for_everyone()
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# callbacks
+# --------------------------------------------------------------------------------------------
+
+
+def wall_time_callback(max_seconds: float) -> Any:
+    """A ``TrainerCallback`` that stops training cleanly after ``max_seconds`` of training.
+
+    It asks for a checkpoint on the stopping step, so a wall-capped run can be resumed and
+    the final model is saved as usual.  The clock starts at ``on_train_begin`` (model loading
+    and dataset preparation are not counted).
+    """
+    from transformers import TrainerCallback
+
+    class WallTimeCallback(TrainerCallback):
+        """Stop after ``max_seconds``; ``stopped_at`` records the step (``None`` if it never fired)."""
+
+        def __init__(self) -> None:
+            self.max_seconds = max_seconds
+            self.start = 0.0
+            self.stopped_at: int | None = None
+
+        def on_train_begin(self, args, state, control, **kwargs):  # noqa: D401 - HF callback signature
+            self.start = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.max_seconds > 0 and time.perf_counter() - self.start >= self.max_seconds:
+                self.stopped_at = state.global_step
+                control.should_training_stop = True
+                control.should_save = True
+            return control
+
+    return WallTimeCallback()
+
+
+def step_timer_callback() -> Any:
+    """A ``TrainerCallback`` recording the wall time of every optimizer step (``.times``)."""
+    from transformers import TrainerCallback
+
+    class StepTimer(TrainerCallback):
+        def __init__(self) -> None:
+            self.times: list[float] = []
+            self._t = 0.0
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            self._t = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.times.append(time.perf_counter() - self._t)
+
+    return StepTimer()
+
+
+# --------------------------------------------------------------------------------------------
+# outputs
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainResult:
+    """What a training step hands back to its notebook.
+
+    ``log_history`` is the tidy log (columns ``step, epoch, metric, value``); ``step_seconds``
+    the mean wall time per optimizer step of this session (first step excluded when possible).
+    """
+
+    model_dir: Path
+    global_step: int
+    train_seconds: float
+    step_seconds: float
+    resumed_from: str | None
+    stopped_by_wall_time: bool
+    log_history: pd.DataFrame
+    figures: list[Path] = field(default_factory=list)
+    model: Any = field(default=None, repr=False)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-friendly scalars for ``DONE`` and the notebook."""
+        last = last_values(self.log_history)
+        return {
+            "model_dir": str(self.model_dir),
+            "global_step": self.global_step,
+            "train_seconds": round(self.train_seconds, 2),
+            "step_seconds": round(self.step_seconds, 4),
+            "resumed_from": self.resumed_from,
+            "stopped_by_wall_time": self.stopped_by_wall_time,
+            **{f"final_{k}": v for k, v in last.items()},
+        }
+
+
+def tidy_log_history(log_history: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """TrainerState.log_history (a list of dicts) as a long table ``step, epoch, metric, value``.
+
+    Non-numeric entries are dropped; one row per (logged step, metric).
+    """
+    rows = []
+    for entry in log_history:
+        step = entry.get("step")
+        epoch = entry.get("epoch")
+        for key, value in entry.items():
+            if key in ("step", "epoch") or isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                continue
+            rows.append({"step": step, "epoch": epoch, "metric": key, "value": float(value)})
+    return pd.DataFrame(rows, columns=["step", "epoch", "metric", "value"])
+
+
+def csv_safe(text: str) -> str:
+    """``text`` with control characters (bar newline and tab) replaced by U+FFFD.
+
+    An untrained policy's byte-level decoding can emit NUL or carriage returns, which CSV
+    readers then split into bogus rows; tables that hold model text pass it through this.
+    """
+    return "".join(ch if ch in "\n\t" or unicodedata.category(ch) != "Cc" else "\ufffd" for ch in text)
+
+
+def last_values(frame: pd.DataFrame, metrics: Iterable[str] = ("loss", "reward", "train_loss")) -> dict[str, float]:
+    """Last logged value of each of ``metrics`` present in a tidy log."""
+    out = {}
+    for m in metrics:
+        sub = frame[frame["metric"] == m]
+        if len(sub):
+            out[m] = round(float(sub["value"].iloc[-1]), 5)
+    return out
+
+
+def plot_metrics(
+    frame: pd.DataFrame,
+    panels: Sequence[tuple[str, Sequence[str]]],
+    run_dir: str | os.PathLike[str],
+    name: str,
+) -> list[Path]:
+    """One figure with a panel per ``(title, [metric, ...])`` that has data; saved as ``figures/<name>``.
+
+    Metrics whose name contains a ``*`` are prefix patterns (``"rewards/*/mean"``).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def matching(pattern: str) -> list[str]:
+        if "*" not in pattern:
+            return [pattern] if (frame["metric"] == pattern).any() else []
+        rx = re.compile("^" + re.escape(pattern).replace(r"\*", ".+") + "$")
+        return sorted(m for m in frame["metric"].unique() if rx.match(m))
+
+    filled = [(title, [m for p in pats for m in matching(p)]) for title, pats in panels]
+    filled = [(t, ms) for t, ms in filled if ms]
+    if not filled:
+        return []
+    cols = min(3, len(filled))
+    rows = math.ceil(len(filled) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
+    for ax, (title, metrics) in zip(axes.flat, filled):
+        for m in metrics:
+            sub = frame[frame["metric"] == m].sort_values("step")
+            ax.plot(sub["step"], sub["value"], marker="." if len(sub) < 40 else None, label=m)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        if len(metrics) > 1:
+            ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(filled):]:
+        ax.axis("off")
+    fig.tight_layout()
+    paths = runs.save_figure(fig, run_dir, name) if is_main_process() else []
+    plt.close(fig)
+    return paths
+
+
+def save_final_model(trainer: Any, processor: Any, params: TrainingParams, run_dir: str | os.PathLike[str]) -> Path:
+    """Save the trained model and processor to ``<run_dir>/model/`` atomically.
+
+    Full fine-tuning: ``trainer.save_model`` (gathers sharded weights under DeepSpeed/FSDP).
+    LoRA: the adapter goes to ``adapter/`` and the merged model to ``model/``, so the next stage
+    and the evaluation load a plain model.  Written to ``.model.tmp`` and renamed, so a killed
+    save never leaves a half-written ``model/``.
+    """
+    run_dir = Path(run_dir)
+    final, tmp = run_dir / "model", run_dir / ".model.tmp"
+    state = partial_state()
+    if state.is_main_process and tmp.exists():
+        shutil.rmtree(tmp)
+    state.wait_for_everyone()
+    if params.lora:
+        trainer.save_model(str(run_dir / "adapter"))
+        if state.is_main_process:
+            merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
+            merged.save_pretrained(tmp)
+            processor.save_pretrained(tmp)
+            trainer.model = merged
+    else:
+        trainer.save_model(str(tmp))
+        if state.is_main_process:
+            processor.save_pretrained(tmp)
+    if state.is_main_process:
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    state.wait_for_everyone()
+    return final
+
+
+def write_training_outputs(trainer: Any, run_dir: str | os.PathLike[str]) -> pd.DataFrame:
+    """``trainer_state.json`` and ``log_history.csv`` (tidy) into the run folder; returns the table."""
+    run_dir = Path(run_dir)
+    frame = tidy_log_history(trainer.state.log_history)
+    if is_main_process():
+        with runs.atomic_path(run_dir / "trainer_state.json") as tmp:
+            trainer.state.save_to_json(str(tmp))
+        runs.write_table(frame, run_dir / "log_history.csv")
+    return frame
+
+
+def run_training(
+    trainer: Any,
+    params: TrainingParams,
+    run_dir: str | os.PathLike[str],
+    processor: Any,
+    *,
+    resume_from: str | None,
+    wall: Any,
+    timer: Any,
+    figure: Callable[[pd.DataFrame], list[Path]],
+) -> TrainResult:
+    """``trainer.train`` then the standard outputs: final model, trainer state, tidy log, figures."""
+    t0 = time.perf_counter()
+    trainer.train(resume_from_checkpoint=resume_from)
+    seconds = time.perf_counter() - t0
+    model_dir = save_final_model(trainer, processor, params, run_dir)
+    frame = write_training_outputs(trainer, run_dir)
+    figures = figure(frame)
+    times = timer.times[1:] if len(timer.times) > 1 else timer.times
+    return TrainResult(
+        model_dir=model_dir,
+        global_step=int(trainer.state.global_step),
+        train_seconds=seconds,
+        step_seconds=float(sum(times) / len(times)) if times else float("nan"),
+        resumed_from=resume_from,
+        stopped_by_wall_time=wall.stopped_at is not None,
+        log_history=frame,
+        figures=figures,
+        model=trainer.model,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# generation
+# --------------------------------------------------------------------------------------------
+
+
+def vision_token_ids(model: Any) -> list[int]:
+    """Ids of the image/video placeholder and vision start/end tokens (never valid in an answer).
+
+    A completion containing one breaks Qwen3-VL's 3-D position ids on the next forward pass
+    (``get_rope_index`` counts a vision block that has no image), so generation suppresses them.
+    """
+    cfg = getattr(model, "config", None)
+    names = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
+    ids = [getattr(cfg, n, None) for n in names]
+    return sorted({int(i) for i in ids if isinstance(i, int)})
+
+
+def generate(
+    model: Any,
+    processor: Any,
+    prompts: Sequence[list[dict[str, Any]]],
+    images: Sequence[Any],
+    *,
+    max_new_tokens: int,
+    batch_size: int = 32,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+) -> tuple[list[str], list[list[int]]]:
+    """Greedy (default) generations for chat ``prompts`` (one image each); returns ``(texts, ids)``.
+
+    ``prompts[i]`` is a message list whose user content holds ``{"type": "image"}`` and a text
+    part; ``images[i]`` the PIL image.  Prompts are left-padded, decoded without special tokens
+    (``<think>``/``</think>`` are ordinary tokens and survive).
+    """
+    import torch
+
+    tok = processor.tokenizer
+    model_device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    texts_out: list[str] = []
+    ids_out: list[list[int]] = []
+    old_side = tok.padding_side
+    tok.padding_side = "left"
+    try:
+        for start in range(0, len(prompts), batch_size):
+            batch = list(prompts[start:start + batch_size])
+            imgs = [[im] for im in images[start:start + batch_size]]
+            texts = [processor.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in batch]
+            inputs = processor(text=texts, images=imgs, padding=True, return_tensors="pt").to(model_device)
+            with torch.inference_mode():
+                out = model.generate(
+                    **inputs, max_new_tokens=max_new_tokens, do_sample=do_sample,
+                    temperature=temperature if do_sample else None, top_p=None, top_k=None,
+                    pad_token_id=tok.pad_token_id, suppress_tokens=vision_token_ids(model) or None,
+                )
+            new = out[:, inputs["input_ids"].shape[1]:]
+            for row in new.tolist():
+                # Cut at the first end-of-turn/pad so ids match what a trainer would score.
+                stop = [i for i, t in enumerate(row) if t in {tok.pad_token_id, tok.eos_token_id}]
+                row = row[: stop[0]] if stop else row
+                ids_out.append(row)
+                texts_out.append(tok.decode(row, skip_special_tokens=True).strip())
+    finally:
+        tok.padding_side = old_side
+        model.train(was_training)
+    return texts_out, ids_out

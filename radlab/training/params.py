@@ -1,0 +1,320 @@
+"""Parameters of the three training stages: SFT, cold-start SFT on ``<think>`` traces, GRPO.
+
+Each dataclass is what one notebook's ``parameters`` cell declares (same names, types and
+defaults: the demo's) and what ``radlab.config.resolve`` validates.  Fields are flat literals so
+that papermill ``-p`` and flat YAML files can set every one of them; ``""`` / ``0`` mean
+"derive" and ``__post_init__`` fills the derived values (input folders from the experiment,
+the starting checkpoint from the previous stage, reward lists from ``thinking``).
+
+This module imports neither torch nor TRL, so validating parameters is instant and happens
+before any model is loaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from radlab import runs
+from radlab.config import CommonParams, ParamError
+
+DATA_HINT = "; run notebooks/00_data.ipynb first (or set data_dir)"
+SFT_HINT = "; run notebooks/01_sft.ipynb first (or set init_model)"
+GRPO_HINT = ("; run notebooks/01_sft.ipynb first (thinking=False) or notebooks/02_cold_start.ipynb "
+             "(thinking=True), or set init_model")
+
+LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_min_lr", "polynomial")
+GRPO_LOSS_TYPES = ("grpo", "dapo", "dr_grpo", "bnpo", "cispo", "sapo", "luspo", "vespo")
+SCALE_REWARDS = ("group", "batch", "none")
+VLLM_MODES = ("colocate", "server")
+TRACE_SOURCES = ("phantom", "teacher_api", "teacher_local")
+TASKS = ("report", "grounding")
+
+
+def _help(text: str, **extra: Any) -> dict[str, Any]:
+    return {"help": text, **extra}
+
+
+def split_list(value: str | list[Any] | tuple[Any, ...]) -> list[str]:
+    """``"a, b,c"`` or ``["a", "b"]`` -> ``["a", "b", "c"]`` (blank items dropped)."""
+    if isinstance(value, (list, tuple)):
+        return [str(v).strip() for v in value if str(v).strip()]
+    return [v.strip() for v in str(value).split(",") if v.strip()]
+
+
+@dataclass
+class TrainingParams(CommonParams):
+    """Fields shared by the SFT-style stages and GRPO: model, optimisation, checkpoints, hardware."""
+
+    STAGE: ClassVar[str] = ""
+
+    run_name: str = field(default="", metadata=_help("run folder name under <output_root>/<experiment>/; '' = the stage name"))
+    data_dir: str = field(default="", metadata=_help(
+        "data stage folder (holds sft/, grpo/, eval/, records/); '' = <output_root>/<experiment>/data",
+        path="dir", missing_hint=DATA_HINT))
+    # --- model -----------------------------------------------------------------------------
+    lora: bool = field(default=False, metadata=_help("train a LoRA adapter instead of all weights (merged into model/ at the end)"))
+    lora_r: int = field(default=16, metadata=_help("LoRA rank"))
+    lora_alpha: int = field(default=32, metadata=_help("LoRA alpha (scale = alpha / r)"))
+    lora_dropout: float = field(default=0.05, metadata=_help("LoRA dropout"))
+    lora_target_modules: str = field(default="all-linear", metadata=_help("'all-linear' or comma-separated module names"))
+    max_pixels: int = field(default=0, metadata=_help("image pixel budget of the processor (longest_edge); 0 = the model's own"))
+    # --- optimisation --------------------------------------------------------------------
+    learning_rate: float = field(default=1.0e-03, metadata=_help("peak learning rate (AdamW)"))
+    lr_scheduler_type: str = field(default="constant_with_warmup", metadata=_help(f"one of {LR_SCHEDULERS}"))
+    warmup_steps: float = field(default=0.0, metadata=_help("linear warm-up: steps (>= 1) or a ratio of all steps (< 1)"))
+    weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay"))
+    max_grad_norm: float = field(default=1.0, metadata=_help("gradient clipping norm"))
+    num_train_epochs: float = field(default=1.0, metadata=_help("epochs; ignored when max_steps > 0"))
+    max_steps: int = field(default=0, metadata=_help("optimizer steps; 0 = use num_train_epochs"))
+    per_device_train_batch_size: int = field(default=16, metadata=_help("rows per device per micro-batch"))
+    gradient_accumulation_steps: int = field(default=1, metadata=_help("micro-batches per optimizer step"))
+    max_train_seconds: float = field(default=0.0, metadata=_help("wall-time cap on training: stop cleanly, checkpoint and save; 0 = none"))
+    # --- logging and checkpoints ---------------------------------------------------------
+    logging_steps: int = field(default=10, metadata=_help("log loss/metrics every N steps"))
+    save_steps: int = field(default=200, metadata=_help("checkpoint every N steps (into <run>/checkpoints/)"))
+    save_total_limit: int = field(default=2, metadata=_help("checkpoints kept (oldest deleted); 0 = keep all"))
+    resume: bool = field(default=False, metadata=_help("resume from the last checkpoint in <run>/checkpoints/ (continues the step count)"))
+    # --- hardware ------------------------------------------------------------------------
+    bf16: bool = field(default=False, metadata=_help("bfloat16 weights/autocast (GPU); False = fp32 (CPU: faster and exact)"))
+    gradient_checkpointing: bool = field(default=False, metadata=_help("trade compute for memory (large models on GPU)"))
+    torch_threads: int = field(default=0, metadata=_help("torch CPU threads; 0 = $RADLAB_NUM_THREADS or torch's default"))
+    dataloader_num_workers: int = field(default=0, metadata=_help("DataLoader worker processes"))
+
+    def __post_init__(self) -> None:
+        if not self.run_name:
+            self.run_name = self.STAGE
+        if "/" in self.run_name or self.run_name in (".", ".."):
+            raise ParamError(f"parameter 'run_name': {self.run_name!r} must be a plain folder name")
+        if not self.data_dir:
+            self.data_dir = str(self.stage_path("data"))
+        if self.lr_scheduler_type not in LR_SCHEDULERS:
+            raise ParamError(f"parameter 'lr_scheduler_type': {self.lr_scheduler_type!r} not in {LR_SCHEDULERS}")
+        for key in ("per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps", "save_steps", "lora_r"):
+            if getattr(self, key) < 1:
+                raise ParamError(f"parameter {key!r} must be >= 1, got {getattr(self, key)}")
+        for key in ("max_steps", "warmup_steps", "max_pixels", "save_total_limit", "torch_threads", "dataloader_num_workers"):
+            if getattr(self, key) < 0:
+                raise ParamError(f"parameter {key!r} must be >= 0, got {getattr(self, key)}")
+        if self.learning_rate <= 0:
+            raise ParamError(f"parameter 'learning_rate' must be > 0, got {self.learning_rate}")
+        if self.max_steps == 0 and self.num_train_epochs <= 0:
+            raise ParamError("set max_steps > 0 or num_train_epochs > 0")
+
+    @property
+    def run_dir(self) -> Path:
+        """``<output_root>/<experiment>/<run_name>`` (several runs of one stage can coexist)."""
+        return runs.stage_dir(self.output_root, self.experiment, self.run_name or self.STAGE)
+
+    def lora_dict(self) -> dict[str, Any] | None:
+        """The ``lora=`` argument of :func:`radlab.models.load_model_and_processor` (``None`` = full FT)."""
+        if not self.lora:
+            return None
+        return {"r": self.lora_r, "alpha": self.lora_alpha, "dropout": self.lora_dropout,
+                "target_modules": self.lora_target_modules}
+
+
+@dataclass
+class _SFTLikeParams(TrainingParams):
+    """SFT-specific fields, shared by the SFT and cold-start stages."""
+
+    assistant_only_loss: bool = field(default=True, metadata=_help(
+        "loss on assistant tokens only (otherwise also on the prompt and the image placeholder tokens)"))
+    max_length: int = field(default=0, metadata=_help(
+        "truncate rows to this many tokens; 0 = no truncation (a cut through the image tokens breaks Qwen3-VL)"))
+    eval_rows: int = field(default=64, metadata=_help("held-out rows for the end-of-stage checks (generations, loss)"))
+    generation_rows: int = field(default=6, metadata=_help("greedy generations shown next to their references"))
+    max_new_tokens: int = field(default=96, metadata=_help("token budget of the greedy generations"))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.max_length < 0 or self.eval_rows < 0 or self.generation_rows < 0 or self.max_new_tokens < 1:
+            raise ParamError("max_length, eval_rows and generation_rows must be >= 0 and max_new_tokens >= 1")
+
+
+@dataclass
+class SFTParams(_SFTLikeParams):
+    """Supervised fine-tuning on the data stage's report + grounding conversations."""
+
+    STAGE: ClassVar[str] = "sft"
+
+    # Demo recipe (shared/notes/grpo_cpu_calibration.md §6): reports stay image-blind below ~1100 steps.
+    warmup_steps: float = field(default=30.0, metadata=_help("linear warm-up: steps (>= 1) or a ratio of all steps (< 1)"))
+    max_steps: int = field(default=1600, metadata=_help("optimizer steps; 0 = use num_train_epochs"))
+
+    model_name_or_path: str = field(default="radlab:small", metadata=_help(
+        "'radlab:tiny|small|base' (embedded, built into <run>/base_model/ with the data's texts in the "
+        "tokenizer corpus), a local folder, or a hub id such as Qwen/Qwen3-VL-2B-Instruct"))
+    init_model: str = field(default="", metadata=_help(
+        "start from this saved model folder instead of model_name_or_path (e.g. runs/demo/sft/model for "
+        "the compute-matched 'sft_more' control); '' = model_name_or_path",
+        path="dir", missing_hint=SFT_HINT))
+    init_run: str = field(default="", metadata=_help(
+        "start from <output_root>/<experiment>/<init_run>/model, e.g. 'sft' for the 'sft_more' control "
+        "(ignored when init_model is set)"))
+    tasks: str = field(default="report,grounding", metadata=_help("comma-separated tasks of the SFT mix"))
+    max_train_rows: int = field(default=0, metadata=_help("subsample the training rows; 0 = all"))
+    image_check_rows: int = field(default=64, metadata=_help(
+        "held-out report rows for the true-vs-shuffled-image loss check; 0 = skip"))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.init_run and not self.init_model:
+            if self.init_run == self.run_name:
+                raise ParamError(f"parameter 'init_run': {self.init_run!r} is this run's own folder")
+            self.init_model = str(self.stage_path(self.init_run) / "model")
+        bad = [t for t in split_list(self.tasks) if t not in TASKS]
+        if bad or not split_list(self.tasks):
+            raise ParamError(f"parameter 'tasks': {self.tasks!r}; expected a comma-separated subset of {TASKS}")
+        if self.max_train_rows < 0 or self.image_check_rows < 0:
+            raise ParamError("max_train_rows and image_check_rows must be >= 0")
+
+
+@dataclass
+class ColdStartParams(_SFTLikeParams):
+    """Build verified ``<think>`` traces and run a short SFT on them from the SFT checkpoint."""
+
+    STAGE: ClassVar[str] = "cold_start"
+
+    learning_rate: float = field(default=5.0e-04, metadata=_help("peak learning rate (AdamW)"))
+    warmup_steps: float = field(default=10.0, metadata=_help("linear warm-up: steps (>= 1) or a ratio of all steps (< 1)"))
+    max_steps: int = field(default=200, metadata=_help("optimizer steps; 0 = use num_train_epochs"))
+    save_steps: int = field(default=100, metadata=_help("checkpoint every N steps (into <run>/checkpoints/)"))
+    max_new_tokens: int = field(default=256, metadata=_help("token budget of the greedy generations (trace + answer)"))
+
+    init_model: str = field(default="", metadata=_help(
+        "model to fine-tune; '' = <output_root>/<experiment>/sft/model", path="dir", missing_hint=SFT_HINT))
+    trace_source: str = field(default="phantom", metadata=_help(
+        f"one of {TRACE_SOURCES}: 'phantom' writes a systematic reading from the record's ground truth; "
+        "'teacher_api' asks an OpenAI-compatible server (e.g. vLLM); 'teacher_local' a local HF model"))
+    tasks: str = field(default="report,grounding", metadata=_help("comma-separated tasks to write traces for"))
+    max_traces: int = field(default=0, metadata=_help("candidate rows to trace; 0 = all training rows"))
+    verify_threshold_report: float = field(default=0.5, metadata=_help(
+        "keep a report trace only if F1-RadGraph (partial) of its final answer vs the reference >= this"))
+    verify_threshold_grounding: float = field(default=0.5, metadata=_help(
+        "keep a grounding trace only if the box soft-F1 of its final answer vs the reference boxes >= this"))
+    teacher_base_url: str = field(default="", metadata=_help("OpenAI-compatible base URL, e.g. http://localhost:8000/v1"))
+    teacher_model: str = field(default="", metadata=_help(
+        "teacher model: served model name (teacher_api) or folder / hub id (teacher_local)"))
+    teacher_api_key_env: str = field(default="OPENAI_API_KEY", metadata=_help(
+        "name of the environment variable holding the API key (never stored in files)"))
+    teacher_max_tokens: int = field(default=1024, metadata=_help("teacher generation budget per trace"))
+    teacher_temperature: float = field(default=0.7, metadata=_help("teacher sampling temperature"))
+    teacher_concurrency: int = field(default=8, metadata=_help("parallel requests to the teacher server"))
+    teacher_timeout: float = field(default=120.0, metadata=_help("seconds per teacher request"))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.init_model:
+            self.init_model = str(self.stage_path("sft") / "model")
+        if self.trace_source not in TRACE_SOURCES:
+            raise ParamError(f"parameter 'trace_source': {self.trace_source!r} not in {TRACE_SOURCES}")
+        if self.trace_source != "phantom" and not self.teacher_model:
+            raise ParamError(f"trace_source={self.trace_source!r} needs teacher_model")
+        if self.trace_source == "teacher_api" and not self.teacher_base_url:
+            raise ParamError("trace_source='teacher_api' needs teacher_base_url (e.g. http://localhost:8000/v1)")
+        bad = [t for t in split_list(self.tasks) if t not in TASKS]
+        if bad or not split_list(self.tasks):
+            raise ParamError(f"parameter 'tasks': {self.tasks!r}; expected a comma-separated subset of {TASKS}")
+        if self.max_traces < 0 or self.teacher_concurrency < 1:
+            raise ParamError("max_traces must be >= 0 and teacher_concurrency >= 1")
+
+
+DEFAULT_REWARDS = {"report": "f1radgraph", "grounding": "box_soft_f1"}
+
+
+@dataclass
+class GRPOParams(TrainingParams):
+    """GRPO with clinical rewards on both tasks, from the SFT (or cold-start) checkpoint."""
+
+    STAGE: ClassVar[str] = "grpo"
+
+    # Calibrated CPU recipe: full FT, lr 1e-4 constant, 4 prompts x G=8 per step, beta 0, DAPO loss.
+    learning_rate: float = field(default=1.0e-04, metadata=_help("peak learning rate (AdamW)"))
+    lr_scheduler_type: str = field(default="constant", metadata=_help(f"one of {LR_SCHEDULERS}"))
+    max_steps: int = field(default=300, metadata=_help("optimizer steps; 0 = use num_train_epochs"))
+    per_device_train_batch_size: int = field(default=32, metadata=_help(
+        "completions per device per step (prompts x num_generations)"))
+    logging_steps: int = field(default=1, metadata=_help("log rewards/metrics every N steps"))
+    save_steps: int = field(default=50, metadata=_help("checkpoint every N steps (into <run>/checkpoints/)"))
+    max_train_seconds: float = field(default=600.0, metadata=_help(
+        "wall-time cap on training: stop cleanly, checkpoint and save; 0 = none"))
+
+    thinking: bool = field(default=False, metadata=_help(
+        "True: start from the cold-start model, prompts ask for <think>...</think> first, add the think_format reward"))
+    init_model: str = field(default="", metadata=_help(
+        "model to train; '' = <exp>/sft/model (thinking=False) or <exp>/cold_start/model (thinking=True)",
+        path="dir", missing_hint=GRPO_HINT))
+    tasks: str = field(default="report,grounding", metadata=_help("comma-separated tasks in the GRPO prompts"))
+    report_fraction: float = field(default=0.0, metadata=_help(
+        "fraction of report prompts after resampling the task mix; 0 = keep the data's mix"))
+    max_train_prompts: int = field(default=0, metadata=_help("subsample the GRPO prompts; 0 = all"))
+    reward_names: str | list[str] = field(default="", metadata=_help(
+        "comma-separated reward names from radlab.rewards.REWARDS; '' = the task defaults "
+        "(+ think_format when thinking)"))
+    reward_weights: str | list[float] = field(default="", metadata=_help(
+        "comma-separated weights, one per reward; '' = all 1.0"))
+    num_generations: int = field(default=8, metadata=_help("completions per prompt (the group size G)"))
+    beta: float = field(default=0.0, metadata=_help("KL coefficient; 0 = no reference model"))
+    loss_type: str = field(default="dapo", metadata=_help(f"one of {GRPO_LOSS_TYPES}"))
+    epsilon: float = field(default=0.2, metadata=_help("lower clip range of the ratio"))
+    epsilon_high: float = field(default=0.0, metadata=_help("upper clip range (DAPO clip-higher); 0 = same as epsilon"))
+    scale_rewards: str = field(default="group", metadata=_help(f"advantage scaling, one of {SCALE_REWARDS}"))
+    num_iterations: int = field(default=1, metadata=_help("policy updates per generation batch (mu)"))
+    temperature: float = field(default=1.0, metadata=_help("sampling temperature of the rollouts"))
+    top_p: float = field(default=1.0, metadata=_help("nucleus sampling of the rollouts"))
+    max_completion_length: int = field(default=64, metadata=_help("rollout token budget"))
+    mask_truncated_completions: bool = field(default=False, metadata=_help("drop the loss of completions cut at the budget"))
+    use_vllm: bool = field(default=False, metadata=_help("generate rollouts with vLLM (GPU)"))
+    vllm_mode: str = field(default="colocate", metadata=_help("'colocate' (vLLM in the trainer processes) or 'server' (trl vllm-serve)"))
+    vllm_server_host: str = field(default="0.0.0.0", metadata=_help("vLLM server host (vllm_mode='server')"))
+    vllm_server_port: int = field(default=8000, metadata=_help("vLLM server port (vllm_mode='server')"))
+    vllm_gpu_memory_utilization: float = field(default=0.3, metadata=_help("GPU memory share of vLLM (colocate)"))
+    vllm_tensor_parallel_size: int = field(default=1, metadata=_help("vLLM tensor parallelism (colocate)"))
+    eval_every: int = field(default=50, metadata=_help(
+        "score greedy held-out generations at the start, every N steps and at the end; 0 = start and end only"))
+    eval_rows: int = field(default=64, metadata=_help("held-out rows per task for the periodic greedy check"))
+    completions_every: int = field(default=50, metadata=_help("record the sampled completions and their rewards every N steps"))
+
+    def __post_init__(self) -> None:
+        if not self.run_name:
+            self.run_name = "grpo_think" if self.thinking else "grpo"
+        super().__post_init__()
+        if not self.init_model:
+            self.init_model = str(self.stage_path("cold_start" if self.thinking else "sft") / "model")
+        tasks = split_list(self.tasks)
+        if not tasks or [t for t in tasks if t not in TASKS]:
+            raise ParamError(f"parameter 'tasks': {self.tasks!r}; expected a comma-separated subset of {TASKS}")
+        names = split_list(self.reward_names)
+        if not names:
+            names = [DEFAULT_REWARDS[t] for t in tasks] + (["think_format"] if self.thinking else [])
+        self.reward_names = names
+        if isinstance(self.reward_weights, str):
+            try:
+                weights = [float(w) for w in split_list(self.reward_weights)]
+            except ValueError as exc:
+                raise ParamError(f"parameter 'reward_weights': {self.reward_weights!r} is not a list of numbers") from exc
+        else:
+            weights = [float(w) for w in self.reward_weights]
+        if not weights:
+            weights = [1.0] * len(names)
+        if len(weights) != len(names):
+            raise ParamError(f"parameter 'reward_weights': {len(weights)} weights for {len(names)} rewards {names}")
+        self.reward_weights = weights
+        if self.num_generations < 2:
+            raise ParamError(f"parameter 'num_generations' must be >= 2 (GRPO needs a group), got {self.num_generations}")
+        if self.per_device_train_batch_size % self.num_generations:
+            raise ParamError(
+                f"per_device_train_batch_size ({self.per_device_train_batch_size}) counts completions and must be "
+                f"divisible by num_generations ({self.num_generations}); e.g. {4 * self.num_generations} = 4 prompts")
+        if self.loss_type not in GRPO_LOSS_TYPES:
+            raise ParamError(f"parameter 'loss_type': {self.loss_type!r} not in {GRPO_LOSS_TYPES}")
+        if self.scale_rewards not in SCALE_REWARDS:
+            raise ParamError(f"parameter 'scale_rewards': {self.scale_rewards!r} not in {SCALE_REWARDS}")
+        if self.vllm_mode not in VLLM_MODES:
+            raise ParamError(f"parameter 'vllm_mode': {self.vllm_mode!r} not in {VLLM_MODES}")
+        if not 0.0 <= self.report_fraction < 1.0 or self.temperature <= 0 or self.max_completion_length < 1:
+            raise ParamError("need 0 <= report_fraction < 1, temperature > 0, max_completion_length >= 1")
+        if min(self.eval_every, self.eval_rows, self.completions_every, self.max_train_prompts) < 0:
+            raise ParamError("eval_every, eval_rows, completions_every and max_train_prompts must be >= 0")

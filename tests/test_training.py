@@ -1,0 +1,342 @@
+"""Training stages: parameter validation, TRL config building, SFT/GRPO plumbing and resume.
+
+The data folder is the real data stage at smoke size (64-px phantoms), built once per session.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from radlab import config
+from radlab.config import ParamError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def build_smoke_data(output_root: Path, experiment: str = "t") -> Path:
+    """The data stage at smoke size (``params/smoke/data.yaml``) into ``<output_root>/<experiment>/data``."""
+    from radlab.config import load_yaml
+    from radlab.data.build import build_datasets, params_from_dict
+
+    values = {**load_yaml(REPO / "params" / "smoke" / "data.yaml"), "experiment": experiment,
+              "output_root": str(output_root)}
+    build_datasets(params_from_dict(values), figures=False)
+    return output_root / experiment / "data"
+
+
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``<tmp>/runs`` holding experiment ``t`` with a smoke-size data folder."""
+    out = tmp_path_factory.mktemp("runs")
+    build_smoke_data(out)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# parameters
+# ----------------------------------------------------------------------------------------------
+
+
+def test_unknown_key_names_it(data_root: Path) -> None:
+    with pytest.raises(ParamError, match="learning_rat"):
+        config.validate("sft", {"experiment": "t", "output_root": str(data_root), "learning_rat": 1.0})
+
+
+def test_wrong_type_names_key(data_root: Path) -> None:
+    with pytest.raises(ParamError, match="'max_steps' must be int"):
+        config.validate("sft", {"experiment": "t", "output_root": str(data_root), "max_steps": "10"})
+    with pytest.raises(ParamError, match="write YAML floats with a dot"):
+        config.validate("grpo", {"experiment": "t", "output_root": str(data_root), "learning_rate": "1e-6"})
+
+
+def test_missing_data_dir_names_path_and_notebook(tmp_path: Path) -> None:
+    for stage in ("sft", "cold_start", "grpo"):
+        with pytest.raises(ParamError, match=r"data_dir.*does not exist.*00_data\.ipynb"):
+            config.validate(stage, {"experiment": "nothing", "output_root": str(tmp_path)})
+
+
+def test_missing_init_model_points_at_previous_notebook(data_root: Path) -> None:
+    base = {"experiment": "t", "output_root": str(data_root)}
+    with pytest.raises(ParamError, match=r"init_model.*sft/model.*01_sft\.ipynb"):
+        config.validate("grpo", base)
+    with pytest.raises(ParamError, match=r"init_model.*cold_start/model.*02_cold_start\.ipynb"):
+        config.validate("grpo", {**base, "thinking": True})
+    with pytest.raises(ParamError, match=r"init_model.*sft/model.*01_sft\.ipynb"):
+        config.validate("cold_start", base)
+
+
+def test_grpo_derived_defaults(data_root: Path, tmp_path: Path) -> None:
+    from radlab.training import GRPOParams
+
+    p = GRPOParams(experiment="t", output_root=str(data_root), init_model=str(tmp_path))
+    assert p.run_name == "grpo" and p.run_dir == data_root / "t" / "grpo"
+    assert p.reward_names == ["f1radgraph", "box_soft_f1"] and p.reward_weights == [1.0, 1.0]
+    q = GRPOParams(experiment="t", output_root=str(data_root), thinking=True, reward_weights="1, 2, 0.5")
+    assert q.run_name == "grpo_think" and q.init_model.endswith("cold_start/model")
+    assert q.reward_names[-1] == "think_format" and q.reward_weights == [1.0, 2.0, 0.5]
+    r = GRPOParams(experiment="t", output_root=str(data_root), reward_names=["a", "b"], reward_weights=[1, 3])
+    assert r.reward_names == ["a", "b"] and r.reward_weights == [1.0, 3.0]
+    with pytest.raises(ParamError, match="divisible by num_generations"):
+        GRPOParams(experiment="t", output_root=str(data_root), per_device_train_batch_size=6, num_generations=4)
+    with pytest.raises(ParamError, match="2 weights for 3 rewards"):
+        GRPOParams(experiment="t", output_root=str(data_root), thinking=True, reward_weights="1,2")
+
+
+def test_resolve_uses_run_name_folder(data_root: Path, tmp_path: Path) -> None:
+    ns = {"experiment": "t", "output_root": str(data_root), "init_model": str(tmp_path), "run_name": "grpo_b"}
+    run = config.resolve("grpo", ns)
+    assert run.run_dir == data_root / "t" / "grpo_b"
+    assert (run.run_dir / "params.yaml").exists()
+
+
+def test_sft_config_cpu_defaults(data_root: Path, tmp_path: Path) -> None:
+    from radlab.training import SFTParams, sft_config
+
+    p = SFTParams(experiment="t", output_root=str(data_root), max_steps=5)
+    cfg = sft_config(p, tmp_path)
+    assert cfg.bf16 is False and cfg.gradient_checkpointing is False and cfg.use_cpu is True
+    assert cfg.max_length is None and cfg.assistant_only_loss is True and cfg.remove_unused_columns is False
+    assert cfg.max_steps == 5 and cfg.report_to == [] and cfg.output_dir == str(tmp_path / "checkpoints")
+
+
+def test_grpo_config_geometry(data_root: Path, tmp_path: Path) -> None:
+    from radlab.training import GRPOParams, grpo_config
+
+    p = GRPOParams(experiment="t", output_root=str(data_root), init_model=str(tmp_path), epsilon_high=0.28,
+                   per_device_train_batch_size=32, num_generations=8, max_steps=3)
+    cfg = grpo_config(p, tmp_path)
+    assert cfg.num_generations == 8 and cfg.generation_batch_size == 32
+    assert cfg.remove_unused_columns is False and cfg.beta == 0.0 and cfg.loss_type == "dapo"
+    assert cfg.epsilon_high == 0.28 and cfg.reward_weights == [1.0, 1.0] and cfg.bf16 is False
+    q = GRPOParams(experiment="t", output_root=str(data_root), init_model=str(tmp_path))
+    assert grpo_config(q, tmp_path).epsilon_high == q.epsilon  # 0 means "same as epsilon"
+
+
+# ----------------------------------------------------------------------------------------------
+# notebooks and params files
+# ----------------------------------------------------------------------------------------------
+
+STAGES = {"sft": "01_sft", "cold_start": "02_cold_start", "grpo": "03_grpo"}
+
+
+def _notebook_params(name: str) -> dict[str, Any]:
+    import ast
+
+    import nbformat
+
+    nb = nbformat.read(REPO / "notebooks" / f"{name}.ipynb", as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert "parameters" in code[0].metadata.get("tags", []), f"{name}: first code cell must be tagged parameters"
+    assert 'radlab.config.resolve("' in code[1].source
+    assert "radlab.runs.mark_complete(run.run_dir" in code[-1].source
+    assert all(not c.get("outputs") for c in code), f"{name}: notebooks are stored without outputs"
+    values = {}
+    for node in ast.parse(code[0].source).body:
+        assert isinstance(node, ast.AnnAssign), f"{name}: parameters cell holds only `name: type = literal`"
+        values[node.target.id] = ast.literal_eval(node.value)
+    return values
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_notebook_parameters_equal_dataclass(stage: str) -> None:
+    assert _notebook_params(STAGES[stage]) == config.defaults(stage)
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_notebooks_are_generated_from_params(stage: str) -> None:
+    import nbformat
+
+    from radlab.training.notebooks import build_notebook
+
+    on_disk = nbformat.read(REPO / "notebooks" / f"{STAGES[stage]}.ipynb", as_version=4)
+    assert [c.source for c in on_disk.cells] == [c.source for c in build_notebook(stage).cells], (
+        "notebook out of date: run `python -m radlab.training.notebooks`")
+
+
+@pytest.mark.parametrize("name", ["sft", "cold_start", "grpo"])
+def test_demo_params_equal_notebook_defaults(name: str) -> None:
+    assert config.load_yaml(REPO / "params" / "demo" / f"{name}.yaml") == config.defaults(name)
+
+
+@pytest.mark.parametrize("exp", ["demo", "smoke", "paper"])
+@pytest.mark.parametrize("name", ["sft", "cold_start", "grpo", "grpo_think"])
+def test_params_files_validate(exp: str, name: str) -> None:
+    """Every params file has only known keys of the right type (paths are not checked here)."""
+    import dataclasses
+    import typing
+
+    stage = "grpo" if name.startswith("grpo") else name
+    values = config.load_yaml(REPO / "params" / exp / f"{name}.yaml")
+    cls = config.params_class(stage)
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    assert set(values) <= fields, set(values) - fields
+    for key, value in values.items():
+        assert config._type_ok(value, hints[key]), (exp, name, key, value)
+    if name == "grpo_think":
+        assert values["thinking"] is True and values["run_name"] == "grpo_think"
+
+
+def test_paper_grpo_settings() -> None:
+    p = config.load_yaml(REPO / "params" / "paper" / "grpo.yaml")
+    assert (p["num_generations"], p["learning_rate"], p["beta"], p["epsilon"], p["epsilon_high"]) == (8, 1.0e-06, 0.01, 0.2, 0.28)
+    assert p["max_completion_length"] == 1024 and p["temperature"] == 1.0 and p["bf16"] and p["gradient_checkpointing"]
+    assert p["use_vllm"] is True
+    text = (REPO / "params" / "paper" / "grpo.yaml").read_text()
+    assert "1.0e-06" in text  # floats keep a dot, so YAML 1.1 readers see a float
+
+
+# ----------------------------------------------------------------------------------------------
+# cold-start traces
+# ----------------------------------------------------------------------------------------------
+
+
+def test_phantom_traces_are_systematic_and_verified(data_root: Path) -> None:
+    from radlab.data.tasks import THINK_TRIGGER
+    from radlab.formats import split_think
+    from radlab.training import ColdStartParams, build_traces, verify_traces
+
+    p = ColdStartParams(experiment="t", output_root=str(data_root), init_model=str(data_root), max_traces=12)
+    traces = build_traces(p, p.run_dir)
+    assert len(traces) == 12 and all(t.endswith(THINK_TRIGGER) for t in traces["prompt"])
+    order = ["Technique:", "Devices:", "Lungs:", "Pleura:", "Heart and mediastinum:", "Bones:"]
+    for trace, answer in zip(traces["trace"], traces["answer"]):
+        parts = split_think(trace)
+        assert parts.has_open and parts.has_close and parts.answer == answer
+        pos = [parts.think.index(k) for k in order]
+        assert pos == sorted(pos)
+    # A corrupted answer must be dropped by verification.
+    bad = traces.copy()
+    bad.loc[0, "trace"] = bad.loc[0, "trace"].rsplit("</think>", 1)[0] + "</think>\nNo finding [0.9, 0.9, 0.95, 0.95]."
+    bad.loc[1, "trace"] = "no think block at all"
+    kept, counts = verify_traces(p, p.run_dir, bad)
+    assert int(counts["kept"].sum()) == len(kept) == 10 and int(counts["dropped"].sum()) == 2
+    assert (p.run_dir / "verification.csv").exists() and (p.run_dir / "traces.parquet").exists()
+
+
+def test_teacher_prompt_uses_our_guide() -> None:
+    from radlab.training.cold_start import READING_GUIDE, teacher_prompt
+
+    text = teacher_prompt("Locate the nodule.", "The nodule is at [0.1, 0.2, 0.3, 0.4].")
+    assert READING_GUIDE in text and "Locate the nodule." in text and "</think>" in text
+
+
+def test_teacher_api_key_comes_from_env(monkeypatch: pytest.MonkeyPatch, data_root: Path) -> None:
+    """The API path reads the key from the named environment variable and sends it as a bearer token."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from PIL import Image
+
+    from radlab.training import ColdStartParams
+    from radlab.training.cold_start import api_trace
+
+    seen: dict[str, Any] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server API
+            seen["auth"] = self.headers.get("Authorization")
+            seen["body"] = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            out = json.dumps({"choices": [{"message": {"content": "<think>\\nLungs: clear.\\n</think>\\nNo finding."}}]})
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(out.encode())
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("RADLAB_TEST_KEY", "sekret")
+        p = ColdStartParams(experiment="t", output_root=str(data_root), init_model=str(data_root),
+                            trace_source="teacher_api", teacher_model="teacher",
+                            teacher_base_url=f"http://127.0.0.1:{server.server_port}/v1",
+                            teacher_api_key_env="RADLAB_TEST_KEY")
+        out = api_trace(p, "Describe.", "No finding.", Image.new("L", (32, 32)))
+    finally:
+        server.shutdown()
+    assert out.endswith("No finding.") and seen["auth"] == "Bearer sekret"
+    assert seen["body"]["model"] == "teacher" and seen["body"]["messages"][0]["content"][0]["type"] == "image_url"
+
+
+# ----------------------------------------------------------------------------------------------
+# resume
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_sft_resume_continues_step_count_and_history(data_root: Path) -> None:
+    """Kill an SFT run after step 3 (checkpoint at 2), resume: steps continue, history is kept."""
+    from transformers import TrainerCallback
+
+    from radlab.training import load_sft_data, load_sft_model, setup_runtime, tidy_log_history, train_sft
+    from radlab.training.sft import train_sft_rows
+
+    class Kill(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 3:
+                raise KeyboardInterrupt("simulated kill")
+
+    base = {"experiment": "t", "output_root": str(data_root), "run_name": "sft_resume",
+            "model_name_or_path": "radlab:tiny", "max_steps": 4, "per_device_train_batch_size": 2,
+            "save_steps": 2, "logging_steps": 1, "warmup_steps": 0.0}
+    p = config.validate("sft", base)
+    setup_runtime(p)
+    data = load_sft_data(p)
+    model, processor, _ = load_sft_model(p, p.run_dir, data)
+    with pytest.raises(KeyboardInterrupt):
+        train_sft_rows(p, p.run_dir, model, processor, data["train"], extra_callbacks=[Kill()])
+    assert (p.run_dir / "checkpoints" / "checkpoint-2").is_dir() and not (p.run_dir / "model").exists()
+
+    q = config.validate("sft", {**base, "resume": True})
+    model, processor, _ = load_sft_model(q, q.run_dir, data)
+    result = train_sft(q, q.run_dir, model, processor, data)
+    assert result.resumed_from and result.resumed_from.endswith("checkpoint-2")
+    assert result.global_step == 4
+    loss_steps = sorted(result.log_history.loc[result.log_history["metric"] == "loss", "step"].tolist())
+    assert loss_steps == [1, 2, 3, 4]
+    assert (q.run_dir / "model" / "config.json").exists()
+    state = (q.run_dir / "trainer_state.json").read_text()
+    assert tidy_log_history(__import__("json").loads(state)["log_history"]).shape[0] == len(result.log_history)
+
+    # A longer max_steps continues the same count from the last checkpoint.
+    r = config.validate("sft", {**base, "resume": True, "max_steps": 6})
+    model, processor, _ = load_sft_model(r, r.run_dir, data)
+    more = train_sft(r, r.run_dir, model, processor, data)
+    assert more.resumed_from.endswith("checkpoint-4") and more.global_step == 6
+    assert sorted(more.log_history.loc[more.log_history["metric"] == "loss", "step"].tolist()) == [1, 2, 3, 4, 5, 6]
+
+    # A wall-time cap stops cleanly after the first step of the session, checkpoints and saves.
+    w = config.validate("sft", {**base, "resume": True, "max_steps": 20, "max_train_seconds": 1.0e-03})
+    model, processor, _ = load_sft_model(w, w.run_dir, data)
+    capped = train_sft(w, w.run_dir, model, processor, data)
+    assert capped.stopped_by_wall_time and capped.global_step == 7
+    assert (w.run_dir / "checkpoints" / "checkpoint-7").is_dir() and (w.run_dir / "model" / "config.json").exists()
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_notebook_calls_exist(stage: str) -> None:
+    """Every ``training.<name>`` a notebook calls resolves (the lazy exports are complete)."""
+    import re
+
+    import radlab.training as training
+
+    source = (REPO / "notebooks" / f"{STAGES[stage]}.ipynb").read_text()
+    for name in set(re.findall(r"training\.(\w+)\(", source)):
+        assert callable(getattr(training, name)), name
+
+
+def test_sft_more_starts_from_the_sft_run(data_root: Path, tmp_path: Path) -> None:
+    with pytest.raises(ParamError, match=r"init_model.*t/sft/model.*01_sft\.ipynb"):
+        config.validate("sft", {"experiment": "t", "output_root": str(data_root), "run_name": "sft_more",
+                                "init_run": "sft"})
+    (data_root / "t" / "sft_src" / "model").mkdir(parents=True)
+    p = config.validate("sft", {"experiment": "t", "output_root": str(data_root), "run_name": "sft_more",
+                                "init_run": "sft_src"})
+    assert p.init_model == str(data_root / "t" / "sft_src" / "model") and p.run_dir == data_root / "t" / "sft_more"

@@ -1,0 +1,127 @@
+"""End-to-end: the training notebooks under papermill with ``params/smoke/*``, and a 2-process run.
+
+One session-scoped output root holds the smoke experiment: ``00_data`` runs first (the data
+stage), then ``01_sft`` -> ``02_cold_start`` -> ``03_grpo`` (thinking False and True), each on the
+tiny embedded model for a handful of steps.  The documented GRPO command (``papermill ... -p
+thinking False`` with defaults reading ``runs/demo/``) is checked to fail with the ParamError that
+says what to run first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PY = sys.executable
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
+
+
+def papermill(notebook: str, out: Path, params_file: str | None, *extra: str, timeout: int = 240) -> subprocess.CompletedProcess:
+    cmd = [PY, "-m", "papermill", str(REPO / "notebooks" / notebook), str(out), "-k", "python3",
+           "--cwd", str(REPO), "--no-progress-bar"]
+    if params_file:
+        cmd += ["-f", str(REPO / params_file)]
+    cmd += list(extra)
+    return subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=timeout)
+
+
+def run_ok(notebook: str, out: Path, params_file: str, *extra: str, budget: float = 90.0) -> float:
+    t0 = time.perf_counter()
+    proc = papermill(notebook, out, params_file, *extra)
+    seconds = time.perf_counter() - t0
+    assert proc.returncode == 0, f"{notebook} failed:\n{proc.stderr[-4000:]}"
+    assert seconds < budget, f"{notebook} took {seconds:.0f} s (budget {budget:.0f} s)"
+    return seconds
+
+
+@pytest.fixture(scope="module")
+def smoke_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A runs folder with the smoke data stage done (``notebooks/00_data.ipynb``)."""
+    root = tmp_path_factory.mktemp("smoke_runs")
+    run_ok("00_data.ipynb", root / "00_data.ipynb", "params/smoke/data.yaml", "-p", "output_root", str(root))
+    assert (root / "smoke" / "data" / "sft").is_dir()
+    return root
+
+
+@pytest.mark.slow
+def test_grpo_without_inputs_says_what_to_run_first(tmp_path: Path) -> None:
+    """The design's command with demo defaults and no runs/demo fails with the ParamError."""
+    proc = papermill("03_grpo.ipynb", tmp_path / "out.ipynb", None, "-p", "thinking", "False",
+                     "-p", "output_root", str(tmp_path / "runs"))
+    assert proc.returncode != 0
+    assert "ParamError" in proc.stderr and "data_dir" in proc.stderr and "00_data.ipynb" in proc.stderr
+
+
+@pytest.mark.slow
+def test_smoke_notebooks_end_to_end(smoke_root: Path) -> None:
+    exp = smoke_root / "smoke"
+    times = {}
+    times["sft"] = run_ok("01_sft.ipynb", exp / "01_sft.ipynb", "params/smoke/sft.yaml",
+                          "-p", "output_root", str(smoke_root), budget=60)
+    sft = exp / "sft"
+    for name in ("DONE", "model/config.json", "trainer_state.json", "log_history.csv", "figures/loss.png",
+                 "generations.csv", "image_dependence.csv", "params.yaml", "env.json"):
+        assert (sft / name).exists(), name
+    assert json.loads((sft / "DONE").read_text())["global_step"] == 4
+
+    times["cold_start"] = run_ok("02_cold_start.ipynb", exp / "02_cold_start.ipynb", "params/smoke/cold_start.yaml",
+                                 "-p", "output_root", str(smoke_root), budget=60)
+    cs = exp / "cold_start"
+    for name in ("DONE", "model/config.json", "traces.parquet", "verification.csv", "log_history.csv"):
+        assert (cs / name).exists(), name
+    done = json.loads((cs / "DONE").read_text())
+    assert done["traces_kept"] > 0 and "traces_dropped" in done
+
+    for think, params_file in ((False, "params/smoke/grpo.yaml"), (True, "params/smoke/grpo_think.yaml")):
+        name = "grpo_think" if think else "grpo"
+        times[name] = run_ok("03_grpo.ipynb", exp / f"03_{name}.ipynb", params_file,
+                             "-p", "output_root", str(smoke_root), budget=60)
+        run = exp / name
+        for fname in ("DONE", "model/config.json", "log_history.csv", "completions.parquet", "heldout.csv",
+                      "heldout_final.csv", "figures/grpo_rewards.png", "figures/grpo_dynamics.png"):
+            assert (run / fname).exists(), (name, fname)
+        import pandas as pd
+
+        log = pd.read_csv(run / "log_history.csv")
+        metrics = set(log["metric"])
+        assert {"reward", "frac_reward_zero_std", "entropy", "completions/mean_length"} <= metrics
+        assert any(m.startswith("rewards/box_soft_f1") for m in metrics)
+        assert any(m.startswith("heldout/") for m in metrics)
+        if think:
+            assert any(m.startswith("rewards/think_format") for m in metrics)
+        comp = pd.read_parquet(run / "completions.parquet")
+        assert {"step", "task", "prompt", "completion", "reward", "advantage"} <= set(comp.columns)
+    print("smoke notebook seconds:", {k: round(v, 1) for k, v in times.items()})
+
+
+@pytest.mark.slow
+def test_two_process_sft_on_cpu(smoke_root: Path, tmp_path: Path) -> None:
+    """``accelerate launch`` with 2 CPU processes (gloo) runs the SFT stage to completion.
+
+    ``--multi_gpu`` picks accelerate's torchrun launcher; with no CUDA, radlab's process state
+    asks for the CPU, so the processes form a gloo group (``--cpu`` alone would need mpirun for
+    more than one process).
+    """
+    out = tmp_path / "runs"
+    (out / "smoke").mkdir(parents=True)
+    os.symlink(smoke_root / "smoke" / "data", out / "smoke" / "data")
+    cmd = [str(Path(PY).with_name("accelerate")), "launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "-m", "radlab.training", "sft", "--params", str(REPO / "params" / "smoke" / "sft.yaml"),
+           "-p", "output_root", str(out), "-p", "run_name", "sft_ddp"]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env={**ENV, "RADLAB_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}, cwd=REPO,
+                          capture_output=True, text=True, timeout=180)
+    seconds = time.perf_counter() - t0
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    done = json.loads((out / "smoke" / "sft_ddp" / "DONE").read_text())
+    assert done["num_processes"] == 2 and done["global_step"] == 4
+    assert (out / "smoke" / "sft_ddp" / "model" / "config.json").exists()
+    assert seconds < 90, f"2-process SFT took {seconds:.0f} s"
