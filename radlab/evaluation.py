@@ -77,7 +77,7 @@ class AnalysisParams(CommonParams):
     STAGE: ClassVar[str] = "analysis"
 
     models: str = field(
-        default="base,sft,sft_more,sft+grpo,cold_start,cold_start+grpo",
+        default="sft,sft_more,sft+grpo,cold_start,cold_start+grpo",
         metadata={"help": "comma-separated models to compare; names map to run folders (see model_dirs)"},
     )
     model_dirs: str = field(
@@ -92,8 +92,8 @@ class AnalysisParams(CommonParams):
     eval_split: str = field(default="test", metadata={"help": "split of data/eval/ to score"})
     n_eval: int = field(default=1000, metadata={"help": "rows per task (report, grounding), seeded subset; 0 means all"})
     batch_size: int = field(default=32, metadata={"help": "prompts per generate() call"})
-    max_new_tokens: int = field(default=128, metadata={"help": "generation budget of non-thinking models"})
-    max_new_tokens_thinking: int = field(default=384, metadata={"help": "generation budget of thinking models"})
+    max_new_tokens: int = field(default=96, metadata={"help": "generation budget of non-thinking models"})
+    max_new_tokens_thinking: int = field(default=256, metadata={"help": "generation budget of thinking models"})
     do_sample: bool = field(default=False, metadata={"help": "sample instead of greedy decoding"})
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature (only with do_sample)"})
     n_boot: int = field(default=2000, metadata={"help": "bootstrap resamples for CIs and paired tests"})

@@ -179,3 +179,10 @@ def test_write_table_rejects_unknown_suffix(tmp_path: Path) -> None:
 def test_common_params_fields_are_documented() -> None:
     for f in dataclasses.fields(CommonParams):
         assert f.metadata.get("help"), f.name
+
+
+@pytest.mark.parametrize("stage", ["data", "sft", "cold_start", "grpo", "analysis"])
+def test_demo_params_are_the_notebook_defaults(stage: str) -> None:
+    """params/demo/<stage>.yaml is the embedded default: exactly the dataclass (and notebook) defaults."""
+    values = config.load_yaml(ROOT / "params" / "demo" / f"{stage}.yaml")
+    assert values == config.defaults(stage)

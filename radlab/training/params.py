@@ -141,7 +141,7 @@ class SFTParams(_SFTLikeParams):
 
     # Demo recipe (shared/notes/grpo_cpu_calibration.md §6): reports stay image-blind below ~1100 steps.
     warmup_steps: float = field(default=30.0, metadata=_help("linear warm-up: steps (>= 1) or a ratio of all steps (< 1)"))
-    max_steps: int = field(default=1600, metadata=_help("optimizer steps; 0 = use num_train_epochs"))
+    max_steps: int = field(default=1200, metadata=_help("optimizer steps; 0 = use num_train_epochs"))
 
     model_name_or_path: str = field(default="radlab:small", metadata=_help(
         "'radlab:tiny|small|base' (embedded, built into <run>/base_model/ with the data's texts in the "
@@ -238,7 +238,7 @@ class GRPOParams(TrainingParams):
         "completions per device per step (prompts x num_generations)"))
     logging_steps: int = field(default=1, metadata=_help("log rewards/metrics every N steps"))
     save_steps: int = field(default=50, metadata=_help("checkpoint every N steps (into <run>/checkpoints/)"))
-    max_train_seconds: float = field(default=600.0, metadata=_help(
+    max_train_seconds: float = field(default=240.0, metadata=_help(
         "wall-time cap on training: stop cleanly, checkpoint and save; 0 = none"))
 
     thinking: bool = field(default=False, metadata=_help(
