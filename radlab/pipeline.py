@@ -201,7 +201,7 @@ def run_pipeline(
         out_root = root_p / out_root
     pl = plan(experiment, params_root=params_p, only=only)
     jobs = max(1, int(jobs))
-    threads = max(1, (os.cpu_count() or 2) // jobs) if jobs > 1 else None
+    cores = os.cpu_count() or 2
     names_in_plan = {s.name for s in pl.runs}
     results: dict[str, RunResult] = {}
     total = len(pl.runs)
@@ -233,7 +233,17 @@ def run_pipeline(
                     results[spec.name] = RunResult(spec.name, "skipped", output=run_dir)
                     log(f"[{len(results)}/{total}] {spec.name:<11} complete, skipped (use --force to rerun) -> {run_dir}")
                     continue
-                log(f"[start] {spec.name:<11} {NOTEBOOKS[spec.stage]}.ipynb with {pl.params[spec.name]}")
+                # Threads are fixed when a kernel starts: a run that will have the machine to itself
+                # (nothing running, nothing else startable) gets every core, otherwise its share.
+                startable = sum(
+                    1 for other in pending
+                    if all(results.get(d) is not None and results[d].status in ("done", "skipped")
+                           for d in other.after if d in names_in_plan)
+                )
+                sharing = min(jobs, len(running) + 1 + startable)
+                threads = max(1, cores // sharing) if jobs > 1 else None
+                log(f"[start] {spec.name:<11} {NOTEBOOKS[spec.stage]}.ipynb with {pl.params[spec.name]}"
+                    + (f" ({threads} thread{'s' if threads > 1 else ''})" if threads else ""))
                 fut = pool.submit(
                     execute, spec, pl.params[spec.name], experiment=experiment, output_root=out_root,
                     root=root_p, threads=threads, log=log,
