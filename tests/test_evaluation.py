@@ -191,7 +191,8 @@ def test_params_validation(experiment: Path) -> None:
 
 
 def test_missing_runs_are_notes(experiment: Path) -> None:
-    p = validate("analysis", {"experiment": "smoke", "output_root": str(experiment)})
+    models = "base,sft,sft_more,sft+grpo,cold_start,cold_start+grpo"
+    p = validate("analysis", {"experiment": "smoke", "output_root": str(experiment), "models": models})
     specs, notes = ev.discover_models(p)
     assert [(s.name, s.thinking) for s in specs] == [("sft", False), ("sft+grpo", False), ("cold_start", True)]
     text = " ".join(notes)
