@@ -61,14 +61,17 @@ class LoadResult:
         self.records.append(rec)
         return True
 
-    def image_size(self, path: Path, file: str | Path, row: int | str) -> tuple[int, int] | None:
-        """``(width, height)`` of the stored image, or ``None`` after logging it missing/unreadable."""
+    def image_size(self, path: Path, file: str | Path, row: int | str, *, hint: str = "") -> tuple[int, int] | None:
+        """``(width, height)`` of the stored image, or ``None`` after logging it missing/unreadable.
+
+        ``hint`` is appended to the "unreadable" reason (e.g. how to export DICOMs).
+        """
         if not path.is_file():
             self.skip(file, row, f"missing image file {path}")
             return None
         size = image_size(path)
         if size is None:
-            self.skip(file, row, f"unreadable image file {path}")
+            self.skip(file, row, f"unreadable image file {path}" + (f" ({hint})" if hint else ""))
         return size
 
     def full(self, limit: int | None) -> bool:

@@ -29,7 +29,6 @@ from radlab.data.loaders._common import (
     dumps_meta,
     finding,
     hash_split,
-    image_size,
     laterality_from_text,
     severity_from_text,
 )
@@ -120,16 +119,11 @@ def load_iu_xray(
         for k, image_id in enumerate(images):
             if res.full(limit):
                 break
-            found = finder.find(image_id) if check_images else None
-            path = found or finder.default(image_id)
+            path = (finder.find(image_id) if check_images else None) or finder.default(image_id)
             width = height = 0
             if check_images:
-                if found is None:
-                    res.skip(f, f"parentImage[{k}] {image_id}", f"missing image file {path}")
-                    continue
-                size = image_size(path)
+                size = res.image_size(path, f, f"parentImage[{k}] {image_id}")
                 if size is None:
-                    res.skip(f, f"parentImage[{k}] {image_id}", f"unreadable image file {path}")
                     continue
                 width, height = size
             meta: dict[str, Any] = {"report_file": f.name, "mesh_major": majors,

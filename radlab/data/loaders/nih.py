@@ -40,7 +40,6 @@ from radlab.data.loaders._common import (
     find_first,
     finding,
     hash_split,
-    image_size,
     laterality_from_boxes,
     make_box,
     read_csv_rows,
@@ -171,16 +170,11 @@ def load_nih(
         if not patient:
             res.skip(entry, line, "no patient id")
             continue
-        found = finder.find(name) if check_images else None
-        path = found or finder.default(name)
+        path = (finder.find(name) if check_images else None) or finder.default(name)
         width = height = int(REF_SIZE)
         if check_images:
-            if found is None:
-                res.skip(entry, line, f"missing image file {path}")
-                continue
-            size = image_size(path)
+            size = res.image_size(path, entry, line)
             if size is None:
-                res.skip(entry, line, f"unreadable image file {path}")
                 continue
             width, height = size
         if official_test is not None and name in official_test:

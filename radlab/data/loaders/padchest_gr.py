@@ -42,7 +42,6 @@ from radlab.data.loaders._common import (
     finding,
     grounding,
     hash_split,
-    image_size,
     laterality_from_text,
     make_box,
     norm_split,
@@ -149,16 +148,11 @@ def load_padchest_gr(
         else:
             patient = study or image_id
             split = hash_split(patient, seed)
-        found = finder.find(image_id) if check_images else None
-        path = found or finder.default(image_id)
+        path = (finder.find(image_id) if check_images else None) or finder.default(image_id)
         width = height = 0
         if check_images:
-            if found is None:
-                res.skip(jpath, row, f"missing image file {path}")
-                continue
-            size = image_size(path)
+            size = res.image_size(path, jpath, row)
             if size is None:
-                res.skip(jpath, row, f"unreadable image file {path}")
                 continue
             width, height = size
         boxes, findings, ground, texts, texts_es, labels = [], [], [], [], [], []

@@ -27,7 +27,6 @@ from radlab.data.loaders._common import (
     find_first,
     finding,
     hash_split,
-    image_size,
     laterality_from_boxes,
     make_box,
     read_csv,
@@ -80,16 +79,11 @@ def load_rsna(
             res.skip(path, first_line, f"patient {pid}: Target values {sorted(targets)} not a single 0 or 1")
             continue
         positive = targets == {"1"}
-        found = finder.find(pid) if check_images else None
-        img = found or finder.default(pid)
+        img = (finder.find(pid) if check_images else None) or finder.default(pid)
         width = height = int(REF_SIZE)
         if check_images:
-            if found is None:
-                res.skip(path, first_line, f"missing image file {img}")
-                continue
-            size = image_size(img)
+            size = res.image_size(img, path, first_line, hint="export DICOMs to PNG first")
             if size is None:
-                res.skip(path, first_line, f"unreadable image file {img} (export DICOMs to PNG first)")
                 continue
             width, height = size
         boxes: list[dict[str, Any]] = []
