@@ -116,16 +116,22 @@ def qwen1000_to_norm(box: Sequence[float]) -> Box:
     return [float(v) / 1000.0 for v in box]
 
 
-def pixel_xywh_to_norm(xywh: Sequence[float], width: float, height: float) -> Box:
-    """Pixel ``[x, y, w, h]`` (NIH, RSNA, MS-CXR, COCO) to clipped normalised xyxy."""
+def pixel_xywh_to_norm(xywh: Sequence[float], width: float, height: float, *, clip: bool = True) -> Box:
+    """Pixel ``[x, y, w, h]`` (NIH, RSNA, MS-CXR, COCO) to normalised xyxy.
+
+    ``clip=False`` keeps out-of-range values, so a loader can judge how far off a box is before
+    clipping it.
+    """
     x, y, w, h = (float(v) for v in xywh)
-    return clip_box([x / width, y / height, (x + w) / width, (y + h) / height])
+    box = [x / width, y / height, (x + w) / width, (y + h) / height]
+    return clip_box(box) if clip else box
 
 
-def pixel_xyxy_to_norm(xyxy: Sequence[float], width: float, height: float) -> Box:
-    """Pixel ``[x0, y0, x1, y1]`` (VinDr, ImaGenome ``original_*``) to clipped normalised xyxy."""
+def pixel_xyxy_to_norm(xyxy: Sequence[float], width: float, height: float, *, clip: bool = True) -> Box:
+    """Pixel ``[x0, y0, x1, y1]`` (VinDr, ImaGenome ``original_*``) to normalised xyxy (see ``clip``)."""
     x0, y0, x1, y1 = (float(v) for v in xyxy)
-    return clip_box([x0 / width, y0 / height, x1 / width, y1 / height])
+    box = [x0 / width, y0 / height, x1 / width, y1 / height]
+    return clip_box(box) if clip else box
 
 
 def box_iou(a: Sequence[float], b: Sequence[float]) -> float:

@@ -35,7 +35,7 @@ from radlab.data.loaders._common import (
     to_float,
 )
 from radlab.data.schema import empty_chexpert, new_record
-from radlab.formats import clip_box
+from radlab.formats import clip_box, pixel_xywh_to_norm
 
 LAYOUT = "<root>/<annotation_file>.json (COCO: images/annotations/categories) and images under <root>/<image_dir>/<file_name>"
 
@@ -139,10 +139,7 @@ def load_coco(
         for i, ann in by_image.get(im.get("id"), []):
             bb = ann.get("bbox")
             raw = [to_float(v) for v in bb] if isinstance(bb, list) and len(bb) == 4 else [None] * 4
-            norm = None
-            if None not in raw:
-                x, y, bw, bh = raw  # type: ignore[misc]
-                norm = [x / w, y / h, (x + bw) / w, (y + bh) / h]
+            norm = None if None in raw else pixel_xywh_to_norm(raw, w, h, clip=False)  # type: ignore[arg-type]
             problem = box_problem(raw, norm)
             if problem:
                 res.skip(ann_path, f"annotations[{i}]", problem)

@@ -40,7 +40,7 @@ from radlab.data.loaders._common import (
 )
 from radlab.data.loaders.mimic_cxr import image_relpath
 from radlab.data.schema import empty_chexpert, new_record
-from radlab.formats import clip_box
+from radlab.formats import clip_box, pixel_xyxy_to_norm
 
 LAYOUT = ("<root>/silver_dataset/splits/{train,valid,test}.csv, <root>/silver_dataset/scene_graph/<dicom_id>_SceneGraph.json, "
           "<mimic_root>/mimic-cxr-2.0.0-metadata.csv(.gz), images <mimic_root>/files/...")
@@ -136,7 +136,7 @@ def load_imagenome(
                     res.skip(sg_path, f"objects[{k}]", "object without bbox_name")
                     continue
                 raw = [to_float(obj.get(f"original_{c}")) for c in ("x1", "y1", "x2", "y2")]
-                norm = None if None in raw else [raw[0] / cols, raw[1] / rows, raw[2] / cols, raw[3] / rows]  # type: ignore[operator]
+                norm = None if None in raw else pixel_xyxy_to_norm(raw, cols, rows, clip=False)  # type: ignore[arg-type]
                 problem = box_problem(raw, norm)
                 if problem:
                     res.skip(sg_path, f"objects[{k}] {name}", problem)

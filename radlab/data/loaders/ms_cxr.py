@@ -43,7 +43,7 @@ from radlab.data.loaders._common import (
     to_float,
 )
 from radlab.data.schema import new_record
-from radlab.formats import clip_box
+from radlab.formats import clip_box, pixel_xywh_to_norm
 
 LAYOUT = ("<root>/MS_CXR_Local_Alignment_v1.1.0.csv (or v1.0.0), images at <image_root>/<path> "
           "(path = files/pXX/pXXXXXXXX/sXXXXXXXX/<dicom_id>.jpg)")
@@ -141,10 +141,7 @@ def load_ms_cxr(
                 res.skip(csv_path, line, f"image size differs from other rows of {dicom}")
                 continue
             raw = [to_float(r[k]) for k in ("x", "y", "w", "h")]
-            norm = None
-            if None not in raw:
-                x, y, bw, bh = raw  # type: ignore[misc]
-                norm = [x / w, y / h, (x + bw) / w, (y + bh) / h]
+            norm = None if None in raw else pixel_xywh_to_norm(raw, w, h, clip=False)  # type: ignore[arg-type]
             problem = box_problem(raw, norm)
             if problem:
                 res.skip(csv_path, line, problem)

@@ -46,7 +46,7 @@ from radlab.data.loaders._common import (
     to_float,
 )
 from radlab.data.schema import new_record
-from radlab.formats import clip_box
+from radlab.formats import clip_box, pixel_xywh_to_norm
 
 LAYOUT = ("<root>/Data_Entry_2017_v2020.csv (or Data_Entry_2017.csv), optional <root>/BBox_List_2017.csv, "
           "optional train_val_list.txt/test_list.txt, images in <root>/images/")
@@ -100,10 +100,7 @@ def _read_boxes(path: Path, res: LoadResult) -> dict[str, list[tuple[int, str, l
             res.skip(path, line, f"unknown finding label {cells[1]!r}")
             continue
         raw = [to_float(c) for c in cells[2:6]]
-        norm = None
-        if None not in raw:
-            x, y, w, h = raw  # type: ignore[misc]
-            norm = [x / REF_SIZE, y / REF_SIZE, (x + w) / REF_SIZE, (y + h) / REF_SIZE]
+        norm = None if None in raw else pixel_xywh_to_norm(raw, REF_SIZE, REF_SIZE, clip=False)  # type: ignore[arg-type]
         problem = box_problem(raw, norm)
         if problem:
             res.skip(path, line, problem)

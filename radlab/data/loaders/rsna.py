@@ -33,7 +33,7 @@ from radlab.data.loaders._common import (
     to_float,
 )
 from radlab.data.schema import empty_chexpert, new_record
-from radlab.formats import clip_box
+from radlab.formats import clip_box, pixel_xywh_to_norm
 
 LAYOUT = "<root>/stage_2_train_labels.csv, images <root>/stage_2_train_images/<patientId>.png (or .jpg)"
 REF_SIZE = 1024.0
@@ -90,10 +90,7 @@ def load_rsna(
         if positive:
             for line, r in rows:
                 raw = [to_float(r[k]) for k in ("x", "y", "width", "height")]
-                norm = None
-                if None not in raw:
-                    x, y, w, h = raw  # type: ignore[misc]
-                    norm = [x / REF_SIZE, y / REF_SIZE, (x + w) / REF_SIZE, (y + h) / REF_SIZE]
+                norm = None if None in raw else pixel_xywh_to_norm(raw, REF_SIZE, REF_SIZE, clip=False)  # type: ignore[arg-type]
                 problem = box_problem(raw, norm)
                 if problem:
                     res.skip(path, line, problem)

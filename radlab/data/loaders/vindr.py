@@ -56,7 +56,7 @@ from radlab.data.loaders._common import (
     to_float,
 )
 from radlab.data.schema import new_record
-from radlab.formats import box_iou, clip_box
+from radlab.formats import box_iou, clip_box, pixel_xyxy_to_norm
 
 LAYOUT = ("<root>/annotations/annotations_{train,test}.csv, <root>/[annotations/]image_resolutions_{train,test}.json, "
           "images <root>/{train,test}_jpg/<image_id>.jpg or <root>/{train,test}/<image_id>.png")
@@ -225,7 +225,7 @@ def _load_image(res: LoadResult, finder: ImageFinder, csv_path: Path, split: str
         if cls in GLOBAL_LABELS:
             continue  # image-level label without a box
         raw = [to_float(r[k]) for k in ("x_min", "y_min", "x_max", "y_max")]
-        norm = None if None in raw else [raw[0] / w, raw[1] / h, raw[2] / w, raw[3] / h]  # type: ignore[operator]
+        norm = None if None in raw else pixel_xyxy_to_norm(raw, w, h, clip=False)  # type: ignore[arg-type]
         problem = box_problem(raw, norm)
         if problem:
             res.skip(csv_path, line, problem)
