@@ -45,6 +45,7 @@ _LAZY = {
     "grpo_config": "grpo",
     "train_grpo": "grpo",
     "heldout_scores": "grpo",
+    "completions_table": "grpo",
     "run_grpo": "grpo",
 }
 

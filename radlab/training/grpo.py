@@ -398,6 +398,16 @@ def train_grpo(
     return result
 
 
+def completions_table(run_dir: str | os.PathLike[str], per_step: int = 4) -> pd.DataFrame:
+    """The first ``per_step`` recorded completions of each logged step from ``completions.parquet``
+    (columns ``step, task, prompt, completion, <reward...>, reward, advantage``); empty if none."""
+    path = Path(run_dir) / "completions.parquet"
+    if not path.exists():
+        return pd.DataFrame()
+    frame = pd.read_parquet(path)
+    return frame.groupby("step").head(per_step) if len(frame) else frame
+
+
 def heldout_scores(
     params: GRPOParams,
     run_dir: str | os.PathLike[str],

@@ -131,9 +131,7 @@ GRPO_CELLS: list[tuple[str, str]] = [
     ("code", "from IPython.display import Image, display\n\nfor path in result.figures:\n"
              "    if path.suffix == \".png\":\n        display(Image(filename=str(path)))"),
     ("md", "## Sampled completions and their rewards (a few steps)"),
-    ("code", "import pandas as pd\n\ncompletions_path = run.run_dir / \"completions.parquet\"\n"
-             "completions = pd.read_parquet(completions_path) if completions_path.exists() else pd.DataFrame()\n"
-             "completions.groupby(\"step\").head(4) if len(completions) else completions"),
+    ("code", "training.completions_table(run.run_dir, per_step=4)"),
     ("md", "## Final greedy held-out scores"),
     ("code", "scores = training.heldout_scores(run.params, run.run_dir, result.model, processor, data, reward_funcs)\n"
              "scores"),
