@@ -169,7 +169,13 @@ def test_location_and_attachment_conventions() -> None:
     assert _ents("Heart size is normal.")["size"]["label"] == ANAT
     # whole location phrases: sentence-initial lobes, the cavoatrial junction, numbered ribs
     assert _ents("Left lower lobe is clear.")["left lower lobe"]["label"] == ANAT
-    assert "left lower lobe" not in _ents("Left lower lobe consolidation.")  # before a finding: split
+    # before a finding a lobe name stays whole ("right lower lobe nodule"), a side + base is split
+    ann = _one("Left lower lobe consolidation.")
+    assert _rel(ann, "consolidation", "located_at", "left lower lobe")
+    assert "left base" not in _ents("Mild left base atelectasis.")
+    # a compared side at the end of a clause gets no relation
+    assert not _ents("Bilateral pleural effusions, more prominent on the right.")["right"]["relations"]
+    assert _rel(_one("Opacities at the bases, especially on the right."), "right", "modify", "bases")
     assert "cavoatrial junction" in _ents("Right IJ catheter ends at the cavoatrial junction.")
     assert "right posterior eighth rib" in _ents("Fracture of the right posterior eighth rib.")
     # a bare alternative shares the location, except findings with a place of their own

@@ -26,8 +26,9 @@ Pipeline (deterministic, pure Python, one pass per sentence):
    context rules ("AP chest" is not anatomy, "low" in "low SVC" is, "size" in "the size of the
    pneumothorax" is not, "stable chest radiograph" is a finding at the chest); "left lower lobe" /
    "left base" / "right lung" / "the right posterior eighth rib" become one entity as a location
-   ("in the left lower lobe", "Left lower lobe is clear") and stay split before a finding ("left
-   lower lobe opacity"), as RadGraph-XL mostly does;
+   ("in the left lower lobe", "Left lower lobe is clear"); "left base" / "right lung" stay split
+   before a finding ("left base atelectasis"), a lobe name stays whole there too ("left lower lobe
+   opacity"; see ``_merge_locations``);
 3. certainty (observations only; anatomy is always "definitely present", as in RadGraph-XL):
    NegEx-style pre/post negation and uncertainty cues, scope ended by sentence punctuation or
    "but"/"however"/"although"/", and the ..."; commas end a post-cue's backward scope; negation
@@ -35,7 +36,8 @@ Pipeline (deterministic, pure Python, one pass per sentence):
    uncertain; status words ("unchanged") are never hedged;
 4. relations: anatomy runs get a head ("lung" in "left lung base", "cardiac" in "cardiac
    silhouette") that the other words ``modify``; orphan lateralities ("right greater than left,
-   pleural effusions") modify the nearby anatomy; in a noun phrase, modifiers ``modify`` the head
+   pleural effusions") modify the nearby anatomy, except a compared side at the end of a clause
+   ("more prominent on the right"); in a noun phrase, modifiers ``modify`` the head
    finding; the finding is ``located_at`` the anatomy in its phrase or introduced after it by a
    preposition ("at the bases", "tube ends 4 cm above the carina"), or at a laterality right
    before it ("right PICC line", "left effusion"); a bare alternative shares the location
@@ -327,6 +329,9 @@ _NOT_SKIPPED = (
 _OWN_PLACE = frozenset({"pneumothorax", "pneumothoraces", "effusion", "effusions", "pneumomediastinum"})
 _COMPARATIVES = frozenset({"greater", "more", "less", "worse", "larger", "smaller"})
 _ABOVE_BELOW = frozenset({"above", "below"})
+# words before an orphan side that make it the term of a comparison ("effusions, more prominent
+# on the right", "left greater than right"): RadGraph-XL gives such a side no relation
+_COMPARE_CUES = frozenset({"more", "greater", "worse", "less", "than", "prominent"})
 # tokens allowed between an orphan laterality and the anatomy it modifies
 # ("right greater than left , pleural effusions", "large right and small left pleural effusions")
 _ORPHAN_GLUE = frozenset({"and", "or", ",", "greater", "than", "more", "less", "-", "to", "/"})
@@ -346,7 +351,13 @@ def _merge_locations(low: list[str], ents: list[_Ent]) -> list[_Ent]:
     noun phrase, and "the right posterior eighth rib" (a numbered rib) likewise.
 
     RadGraph-XL keeps such phrases whole as a location ("opacity in the left lower lobe", "Left
-    lower lobe is clear") but splits them when they modify a finding ("left lower lobe opacity").
+    lower lobe is clear") and often splits them when they modify a finding ("left base
+    atelectasis").  A lobe name (side + level + lobe/lung) is kept whole before a finding as well:
+    RadGraph-XL splits it there only in about two thirds of the cases ("right lower lobe nodule" is
+    whole, "right lower lobe pneumonia" split), and a wrong split costs more F1-RadGraph agreement
+    than a wrong whole span, because "right" / "lower" with a relation and a bare "lobe" are units
+    shared by many reports (cross-validated Pearson 0.890 → 0.894 over all report pairs), while
+    a wrong "right lower lobe" is a unit of its own.
     """
     out: list[_Ent] = []
     i = 0
@@ -362,10 +373,10 @@ def _merge_locations(low: list[str], ents: list[_Ent]) -> list[_Ent]:
                 k = 2
             elif nxt and adjacent[0] and (words[0] in _END_ONLY or (low[en.start], words[0]) in _LAT_PAIRS):
                 k = 1
-            if k:
+            if k == 1:
                 after = ents[i + k + 1] if i + k + 1 < n else None
                 if after is not None and after.start == ents[i + k].end + 1 and not after.is_anat:
-                    k = 0  # modifies a finding: keep split
+                    k = 0  # "left base atelectasis": modifies a finding, keep split
         if not k and en.cls == A_PRE and en.start > 0 and low[en.start - 1] in _PREP_BEFORE:
             # "the right posterior eighth rib": a rib named by side, aspect and number is one entity
             j = i
@@ -601,6 +612,8 @@ def _relations(low: list[str], s: int, e: int, ents: list[_Ent], idx: list[int])
                     )
                 )
             ]
+            if any(t in _COMPARE_CUES for t in low[max(s, ents[run[0]].start - 4) : ents[run[0]].start]):
+                back = []  # "effusions, more prominent on the right": compared, not a location
             tgt = fwd[0] if fwd else back[-1] if back else -1
             if tgt >= 0:
                 for k in run:
