@@ -170,8 +170,13 @@ def test_location_and_attachment_conventions() -> None:
     # whole location phrases: sentence-initial lobes, the cavoatrial junction, numbered ribs
     assert _ents("Left lower lobe is clear.")["left lower lobe"]["label"] == ANAT
     # before a finding a lobe name stays whole ("right lower lobe nodule"), a side + base is split
+    ann = _one("Left lower lobe nodule.")
+    assert _rel(ann, "nodule", "located_at", "left lower lobe")
+    # ... except before an airspace process filling the lobe (lexicon.LOBE_SPLIT_FINDINGS)
     ann = _one("Left lower lobe consolidation.")
-    assert _rel(ann, "consolidation", "located_at", "left lower lobe")
+    assert "left lower lobe" not in _ents("Left lower lobe consolidation.")
+    assert _rel(ann, "consolidation", "located_at", "lobe")
+    assert _rel(ann, "left", "modify", "lobe") and _rel(ann, "lower", "modify", "lobe")
     assert "left base" not in _ents("Mild left base atelectasis.")
     # a compared side at the end of a clause gets no relation
     assert not _ents("Bilateral pleural effusions, more prominent on the right.")["right"]["relations"]

@@ -409,3 +409,13 @@ LOCATION_PREPS: frozenset[str] = frozenset(
 CHEST_NON_ANATOMY_NEXT: frozenset[str] = frozenset(
     "radiograph radiographs x film films ct study studies examination exam view views imaging".split()
 )
+
+# Findings before which a lobe name ("right lower lobe") is split into its words, each modifying
+# "lobe", which is the finding's location: airspace processes that fill a lobe ("right lower lobe
+# pneumonia / atelectasis / consolidation"), the way RadGraph-XL annotates them.  Before other
+# findings ("left upper lobe nodule", a lesion within the lobe) the lobe name stays one entity.
+LOBE_SPLIT_FINDINGS: frozenset[str] = frozenset(
+    """
+    pneumonia pneumonias atelectasis consolidation consolidations collapse
+    """.split()
+)
