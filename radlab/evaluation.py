@@ -91,9 +91,9 @@ class AnalysisParams(CommonParams):
     )
     eval_split: str = field(default="test", metadata={"help": "split of data/eval/ to score"})
     n_eval: int = field(default=1000, metadata={"help": "rows per task (report, grounding), seeded subset; 0 means all"})
-    batch_size: int = field(default=32, metadata={"help": "prompts per generate() call"})
+    batch_size: int = field(default=64, metadata={"help": "prompts per generate() call"})
     max_new_tokens: int = field(default=96, metadata={"help": "generation budget of non-thinking models"})
-    max_new_tokens_thinking: int = field(default=256, metadata={"help": "generation budget of thinking models"})
+    max_new_tokens_thinking: int = field(default=160, metadata={"help": "generation budget of thinking models (the demo's traces take 60-90 tokens)"})
     do_sample: bool = field(default=False, metadata={"help": "sample instead of greedy decoding"})
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature (only with do_sample)"})
     n_boot: int = field(default=2000, metadata={"help": "bootstrap resamples for CIs and paired tests"})
@@ -108,6 +108,7 @@ class AnalysisParams(CommonParams):
     device: str = field(default="", metadata={"help": "empty means cuda if available, else cpu"})
     dtype: str = field(default="", metadata={"help": "empty means float32 on cpu, bfloat16 on cuda"})
     n_qualitative: int = field(default=4, metadata={"help": "examples per task in the qualitative figure"})
+    workers: int = field(default=2, metadata={"help": "CPU only: processes generating side by side, models split across them; 1 runs in this kernel"})
 
     def __post_init__(self) -> None:
         if not self.data_dir:
@@ -124,7 +125,7 @@ class AnalysisParams(CommonParams):
         for key in ("n_eval", "n_boot", "n_qualitative"):
             if getattr(self, key) < 0:
                 raise ParamError(f"{key} must be >= 0, got {getattr(self, key)}")
-        for key in ("batch_size", "max_new_tokens", "max_new_tokens_thinking"):
+        for key in ("batch_size", "max_new_tokens", "max_new_tokens_thinking", "workers"):
             if getattr(self, key) < 1:
                 raise ParamError(f"{key} must be >= 1, got {getattr(self, key)}")
         if not 0.0 < self.ci < 1.0:
@@ -646,7 +647,8 @@ def evaluate_model(
     label: str | None = None,
     use_cache: bool = True,
     build_dir: str | os.PathLike[str] | None = None,
-) -> pd.DataFrame:
+    cache_only: bool = False,
+) -> pd.DataFrame | None:
     """Generate (or load cached) completions of one model on ``rows``.
 
     ``label`` names the model in the output (default ``spec.name``; e.g. ``shuffled_image`` for
@@ -654,7 +656,8 @@ def evaluate_model(
     grounding_kind, record_id, finding, thinking, thinking_prompt, completion, prediction, reference, box_format, n_tokens,
     truncated, missing_think, seconds, cached`` (``thinking`` = the model's mode, which decides
     answer extraction; ``seconds`` = wall time of the whole generation, repeated; ``NaN`` and
-    ``cached=True`` when read from the cache).
+    ``cached=True`` when read from the cache).  With ``cache_only`` it returns ``None`` instead
+    of generating when the cache has no entry.
     """
     name = label or spec.name
     images = [r["image"] for r in rows]
@@ -673,6 +676,8 @@ def evaluate_model(
             gens = [Generation(t, int(n), bool(f)) for t, n, f in
                     zip(cached["completion"], cached["n_tokens"], cached["finished"])]
             return generation_frame(name, spec.thinking, rows, gens, float("nan"), cached=True)
+    if cache_only:
+        return None
 
     from radlab.models import load_model_and_processor
 
@@ -927,9 +932,9 @@ def text_only_predictions(rows: Sequence[Mapping[str, Any]], records: Sequence[M
     return preds, note
 
 
-def shortcut_frames(params: AnalysisParams, evalset: EvalSet, specs: Sequence[ModelSpec], cache_dir: Path,
-                    build_dir: Path | None = None) -> tuple[list[pd.DataFrame], list[str]]:
-    """Generations of the ``text_only`` and ``shuffled_image`` baselines (unscored), plus notes.
+def shortcut_frames(params: AnalysisParams, evalset: EvalSet, specs: Sequence[ModelSpec]
+                    ) -> tuple[list[pd.DataFrame], list[EvalJob], list[str]]:
+    """The ``text_only`` baseline's answers, the ``shuffled_image`` generation job, and notes.
 
     Both are phantom probes (``radlab.data.phantom``): on another source they are skipped with a
     stated reason.  ``shuffled_image`` is ``params.shortcut_model`` reading a derangement of the
@@ -938,11 +943,12 @@ def shortcut_frames(params: AnalysisParams, evalset: EvalSet, specs: Sequence[Mo
     """
     notes: list[str] = []
     frames: list[pd.DataFrame] = []
+    jobs: list[EvalJob] = []
     if not params.shortcuts:
-        return frames, ["shortcut baselines skipped: shortcuts=False"]
+        return frames, jobs, ["shortcut baselines skipped: shortcuts=False"]
     source = data_source(params.data_dir, evalset.rows)
     if source != "phantom":
-        return frames, [f"shortcut baselines skipped: they are phantom probes and the data source is {source!r}"]
+        return frames, jobs, [f"shortcut baselines skipped: they are phantom probes and the data source is {source!r}"]
     rows, _ = evalset.for_mode(False)
     try:
         records = train_records(params.data_dir)
@@ -963,17 +969,89 @@ def shortcut_frames(params: AnalysisParams, evalset: EvalSet, specs: Sequence[Mo
         subset = evalset.dataset.select([r["_index"] for r in rows])
         shuffled = [switch_thinking(r, False) if r["thinking"] else dict(r)
                     for r in phantom.shuffled_images(subset, seed=params.seed)]
-        mode_spec = dataclasses.replace(spec, thinking=False)
-        frames.append(evaluate_model(mode_spec, shuffled, cache_dir=cache_dir, label="shuffled_image",
-                                     device=params.device or None, dtype=params.dtype or None,
-                                     use_cache=params.use_cache, build_dir=build_dir,
-                                     **settings_of(params, mode_spec)))
-    return frames, notes
+        jobs.append(EvalJob(dataclasses.replace(spec, thinking=False), shuffled, "shuffled_image"))
+    return frames, jobs, notes
 
 
 # ----------------------------------------------------------------------------------------------
 # The whole evaluation
 # ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EvalJob:
+    """One generation to run: ``spec`` on ``rows``, reported under ``label`` (default the spec's name)."""
+
+    spec: ModelSpec
+    rows: list[dict[str, Any]]
+    label: str | None = None
+
+    def cost(self, params: AnalysisParams) -> float:
+        """Rough decode cost (rows x token budget), used to hand out the longest jobs first."""
+        return len(self.rows) * settings_of(params, self.spec)["max_new_tokens"]
+
+
+def _job_kwargs(params: AnalysisParams, job: EvalJob, cache_dir: Path, build_dir: Path | None) -> dict[str, Any]:
+    return {"cache_dir": cache_dir, "label": job.label, "device": params.device or None, "dtype": params.dtype or None,
+            "use_cache": params.use_cache, "build_dir": build_dir, **settings_of(params, job.spec)}
+
+
+def _worker_init(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _run_job(spec: ModelSpec, rows: list[dict[str, Any]], kwargs: dict[str, Any]) -> pd.DataFrame:
+    return evaluate_model(spec, rows, **kwargs)
+
+
+def _cpu_only(params: AnalysisParams) -> bool:
+    if params.device:
+        return params.device == "cpu"
+    import torch
+
+    return not torch.cuda.is_available()
+
+
+def run_jobs(params: AnalysisParams, jobs: Sequence[EvalJob], cache_dir: Path,
+             build_dir: Path | None = None) -> list[pd.DataFrame]:
+    """Generate every job (cached ones are read back); returns one frame per job, in job order.
+
+    On the CPU with ``params.workers > 1`` the uncached jobs run in that many spawned processes,
+    each with an equal share of this process's torch threads: a small model decodes token by
+    token, so one process cannot keep several cores busy, and separate processes can.  On a GPU
+    everything runs here (the device is already shared by the batch).
+    """
+    import torch
+
+    frames: list[pd.DataFrame | None] = [None] * len(jobs)
+    kwargs = [_job_kwargs(params, j, cache_dir, build_dir) for j in jobs]
+    pending = []
+    for i, (job, kw) in enumerate(zip(jobs, kwargs)):
+        cached = evaluate_model(job.spec, job.rows, **kw, cache_only=True)
+        if cached is not None:
+            frames[i] = cached
+        else:
+            pending.append(i)
+    workers = min(params.workers, len(pending))
+    if workers > 1 and _cpu_only(params):
+        import concurrent.futures
+        import multiprocessing
+
+        threads = max(1, torch.get_num_threads() // workers)
+        # Longest first, so the last job to start is a short one (less idle time at the end).
+        pending.sort(key=lambda i: -jobs[i].cost(params))
+        with concurrent.futures.ProcessPoolExecutor(
+                workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
+                initargs=(threads,)) as pool:
+            futures = {i: pool.submit(_run_job, jobs[i].spec, jobs[i].rows, kwargs[i]) for i in pending}
+            for i, fut in futures.items():
+                frames[i] = fut.result()
+    else:
+        for i in pending:
+            frames[i] = evaluate_model(jobs[i].spec, jobs[i].rows, **kwargs[i])
+    return [f for f in frames if f is not None]
 
 
 @dataclass
@@ -1007,17 +1085,16 @@ def evaluate_all(params: AnalysisParams, specs: Sequence[ModelSpec], evalset: Ev
     cache_dir = run_dir / "generations"
     build_dir = params.experiment_dir / "models"
     notes = list(notes) + list(evalset.notes)
-    frames: list[pd.DataFrame] = []
+    jobs: list[EvalJob] = []
     for spec in specs:
         rows, note = evalset.for_mode(spec.thinking)
         if note:
             notes.append(f"{spec.name}: {note}")
-        frames.append(evaluate_model(spec, rows, cache_dir=cache_dir, device=params.device or None,
-                                     dtype=params.dtype or None, use_cache=params.use_cache, build_dir=build_dir,
-                                     **settings_of(params, spec)))
-    shortcut, shortcut_notes = shortcut_frames(params, evalset, specs, cache_dir, build_dir)
-    frames += shortcut
+        jobs.append(EvalJob(spec, rows))
+    frames, shortcut_jobs, shortcut_notes = shortcut_frames(params, evalset, specs)
+    jobs += shortcut_jobs
     notes += shortcut_notes
+    frames = run_jobs(params, jobs, cache_dir, build_dir) + frames
     if not frames:
         raise RuntimeError("no model could be evaluated: " + "; ".join(notes))
     generations = pd.concat(frames, ignore_index=True)

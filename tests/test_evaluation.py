@@ -261,6 +261,22 @@ def test_generation_cache_is_reused(evaluated: tuple) -> None:
     pd.testing.assert_frame_equal(out.per_sample[cols], again.per_sample[cols])
 
 
+def test_parallel_workers_match_in_kernel(evaluated: tuple, tmp_path: Path) -> None:
+    # Two spawned worker processes must produce the in-kernel greedy generations, in job order.
+    import dataclasses
+
+    p, specs, evalset, out = evaluated
+    par = dataclasses.replace(p, workers=2, use_cache=False, device="cpu")
+    jobs = [ev.EvalJob(s, evalset.for_mode(s.thinking)[0]) for s in specs]
+    frames = ev.run_jobs(par, jobs, tmp_path / "generations")
+    assert [f["model"].iloc[0] for f in frames] == [s.name for s in specs]
+    got = pd.concat(frames, ignore_index=True)
+    want = out.per_sample[out.per_sample["model"].isin([s.name for s in specs])]
+    pd.testing.assert_frame_equal(got[["model", "id", "completion"]].reset_index(drop=True),
+                                  want[["model", "id", "completion"]].reset_index(drop=True))
+    assert not got["cached"].any() and len(list((tmp_path / "generations").glob("*.parquet"))) == len(specs)
+
+
 def test_tables_and_figures(evaluated: tuple) -> None:
     from radlab.plots_analysis import make_figures
 
