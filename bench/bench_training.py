@@ -109,7 +109,8 @@ def bench_sft(root: Path, steps: int) -> dict[str, Any]:
     model, processor, _ = sft.load_sft_model(p, p.run_dir, data)
     timer = step_timer_callback()
     trainer = timed_trainer(trl.SFTTrainer)(
-        model=model, args=sft.sft_config(p, p.run_dir), train_dataset=data["train"].select_columns(["messages", "images"]),
+        model=model, args=sft.sft_config(p, p.run_dir),
+        train_dataset=sft.with_lengths(data["train"], processor).select_columns(["messages", "images", "length"]),
         processing_class=processor, callbacks=[timer])
     t0 = time.perf_counter()
     trainer.train()

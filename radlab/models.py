@@ -98,6 +98,7 @@ class ModelSize:
     vision_intermediate: int
     deepstack: tuple[int, ...]
     vocab_size: int = 1024
+    patch_size: int = 16
     max_pixels: int = 256 * 256
     min_pixels: int = 32 * 32
 
@@ -199,7 +200,7 @@ def _model_config(size: ModelSize, tokenizer: PreTrainedTokenizerFast) -> Qwen3V
         "hidden_size": size.vision_hidden,
         "intermediate_size": size.vision_intermediate,
         "num_heads": size.vision_heads,
-        "patch_size": 16,
+        "patch_size": size.patch_size,
         "spatial_merge_size": 2,
         "temporal_patch_size": 2,
         "out_hidden_size": size.text_hidden,  # must equal the text hidden size
@@ -264,7 +265,7 @@ def build_tiny_qwen3vl(
 
     image_processor = _ImageProcessor(
         size={"shortest_edge": spec.min_pixels, "longest_edge": max_pixels or spec.max_pixels},
-        patch_size=16,
+        patch_size=spec.patch_size,
         temporal_patch_size=2,
         merge_size=2,
         image_mean=[0.5, 0.5, 0.5],

@@ -102,6 +102,43 @@ def test_sft_config_cpu_defaults(data_root: Path, tmp_path: Path) -> None:
     assert cfg.max_steps == 5 and cfg.report_to == [] and cfg.output_dir == str(tmp_path / "checkpoints")
 
 
+def test_group_by_length_batches_similar_rows(data_root: Path, tmp_path: Path) -> None:
+    # The length column counts text tokens, and the sampler puts similar lengths in one batch.
+    import datasets
+    import torch
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    from radlab.training import SFTParams, sft_config
+    from radlab.training.sft import with_lengths
+
+    class Tok:
+        def __call__(self, texts: list[str], add_special_tokens: bool = False) -> dict[str, list[list[int]]]:
+            return {"input_ids": [t.split() for t in texts]}
+
+    def row(n: int) -> dict:
+        return {"messages": [{"role": "user", "content": [{"type": "text", "text": "q"}]},
+                             {"role": "assistant", "content": [{"type": "text", "text": " ".join(["w"] * n)}]}]}
+
+    sizes = [1, 40, 2, 41, 3, 42, 4, 43] * 4
+    rows = with_lengths(datasets.Dataset.from_list([row(n) for n in sizes]), Tok())
+    assert rows["length"] == [n + 1 for n in sizes]
+    p = SFTParams(experiment="t", output_root=str(data_root), max_steps=5, group_by_length=True)
+    cfg = sft_config(p, tmp_path)
+    assert cfg.train_sampling_strategy == "group_by_length" and cfg.length_column_name == "length"
+    lengths = [n + 1 for n in sizes] * 8
+
+    def padding(order: list[int]) -> int:
+        batches = [[lengths[i] for i in order[k:k + 4]] for k in range(0, len(order), 4)]
+        return sum(len(b) * max(b) - sum(b) for b in batches)
+
+    grouped = padding(list(LengthGroupedSampler(4, lengths=lengths, generator=torch.Generator().manual_seed(0))))
+    shuffled = padding(torch.randperm(len(lengths), generator=torch.Generator().manual_seed(0)).tolist())
+    # Short rows are rarely padded up to a long row's length.
+    assert grouped < 0.2 * shuffled
+    off = sft_config(SFTParams(experiment="t", output_root=str(data_root), max_steps=5), tmp_path)
+    assert off.train_sampling_strategy == "random"
+
+
 def test_grpo_config_geometry(data_root: Path, tmp_path: Path) -> None:
     from radlab.training import GRPOParams, grpo_config
 

@@ -126,6 +126,9 @@ class _SFTLikeParams(TrainingParams):
     eval_rows: int = field(default=64, metadata=_help("held-out rows for the end-of-stage checks (generations, loss)"))
     generation_rows: int = field(default=6, metadata=_help("greedy generations shown next to their references"))
     max_new_tokens: int = field(default=96, metadata=_help("token budget of the greedy generations"))
+    group_by_length: bool = field(default=False, metadata=_help(
+        "batch rows of similar token length (less padding, but consecutive batches then share a length and "
+        "task, which slowed the demo's learning: off by default)"))
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -141,7 +144,7 @@ class SFTParams(_SFTLikeParams):
 
     # Demo recipe (shared/notes/grpo_cpu_calibration.md §6): reports stay image-blind below ~1100 steps.
     warmup_steps: float = field(default=30.0, metadata=_help("linear warm-up: steps (>= 1) or a ratio of all steps (< 1)"))
-    max_steps: int = field(default=1200, metadata=_help("optimizer steps; 0 = use num_train_epochs"))
+    max_steps: int = field(default=1000, metadata=_help("optimizer steps; 0 = use num_train_epochs"))
 
     model_name_or_path: str = field(default="radlab:small", metadata=_help(
         "'radlab:tiny|small|base' (embedded, built into <run>/base_model/ with the data's texts in the "
@@ -180,6 +183,8 @@ class ColdStartParams(_SFTLikeParams):
     learning_rate: float = field(default=5.0e-04, metadata=_help("peak learning rate (AdamW)"))
     warmup_steps: float = field(default=10.0, metadata=_help("linear warm-up: steps (>= 1) or a ratio of all steps (< 1)"))
     max_steps: int = field(default=200, metadata=_help("optimizer steps; 0 = use num_train_epochs"))
+    max_train_seconds: float = field(default=120.0, metadata=_help(
+        "wall-time cap on training: stop cleanly, checkpoint and save; 0 = none"))
     save_steps: int = field(default=100, metadata=_help("checkpoint every N steps (into <run>/checkpoints/)"))
     max_new_tokens: int = field(default=256, metadata=_help("token budget of the greedy generations (trace + answer)"))
 
@@ -238,7 +243,7 @@ class GRPOParams(TrainingParams):
         "completions per device per step (prompts x num_generations)"))
     logging_steps: int = field(default=1, metadata=_help("log rewards/metrics every N steps"))
     save_steps: int = field(default=50, metadata=_help("checkpoint every N steps (into <run>/checkpoints/)"))
-    max_train_seconds: float = field(default=240.0, metadata=_help(
+    max_train_seconds: float = field(default=180.0, metadata=_help(
         "wall-time cap on training: stop cleanly, checkpoint and save; 0 = none"))
 
     thinking: bool = field(default=False, metadata=_help(

@@ -69,6 +69,24 @@ def load_sft_model(params: SFTParams, run_dir: str | os.PathLike[str], data: Any
     return prepare_model(params, run_dir, name_or_path=name, corpus=corpus)
 
 
+LENGTH_COLUMN = "length"
+
+
+def with_lengths(rows: Any, processor: Any) -> Any:
+    """``rows`` plus a ``length`` column: text tokens of all messages (the image tokens are about
+    the same for every row of one image size, so they do not change the grouping).
+
+    ``[{"messages": [...], "images": [...]}, ...] -> same rows + {"length": 57}``
+    """
+    tok = getattr(processor, "tokenizer", processor)
+
+    def count(batch: dict[str, list[Any]]) -> dict[str, list[int]]:
+        texts = [" ".join(message_text(m) for m in msgs) for msgs in batch["messages"]]
+        return {LENGTH_COLUMN: [len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]]}
+
+    return rows.map(count, batched=True, batch_size=1000, desc="token lengths")
+
+
 def sft_config(params: _SFTLikeParams, run_dir: str | os.PathLike[str], **overrides: Any) -> Any:
     """``trl.SFTConfig`` for ``params`` via ``HfArgumentParser.parse_dict``.
 
@@ -80,6 +98,8 @@ def sft_config(params: _SFTLikeParams, run_dir: str | os.PathLike[str], **overri
 
     values = common_trainer_args(params, run_dir)
     values.update(
+        train_sampling_strategy="group_by_length" if params.group_by_length else "random",
+        length_column_name=LENGTH_COLUMN,
         assistant_only_loss=params.assistant_only_loss,
         max_length=params.max_length or None,
         remove_unused_columns=False,
@@ -112,7 +132,9 @@ def train_sft_rows(
     resume_from = resume_checkpoint(params, run_dir)
     cfg = sft_config(params, run_dir)
     wall, timer = wall_time_callback(params.max_train_seconds), step_timer_callback()
-    keep = [c for c in ("messages", "images") if c in train.column_names]
+    if params.group_by_length and LENGTH_COLUMN not in train.column_names:
+        train = with_lengths(train, processor)
+    keep = [c for c in ("messages", "images", LENGTH_COLUMN) if c in train.column_names]
     trainer = SFTTrainer(
         model=model,
         args=cfg,
