@@ -142,9 +142,10 @@ class SFTParams(_SFTLikeParams):
 
     STAGE: ClassVar[str] = "sft"
 
-    # Demo recipe (shared/notes/grpo_cpu_calibration.md §6): reports stay image-blind below ~1100 steps.
+    # Demo sizing: 700 steps is what fits `make demo` in 20 minutes on 2 cores. The calibration
+    # (shared/notes/grpo_cpu_calibration.md) found reports image-blind below ~1100 steps: see README.
     warmup_steps: float = field(default=30.0, metadata=_help("linear warm-up: steps (>= 1) or a ratio of all steps (< 1)"))
-    max_steps: int = field(default=1000, metadata=_help("optimizer steps; 0 = use num_train_epochs"))
+    max_steps: int = field(default=700, metadata=_help("optimizer steps; 0 = use num_train_epochs"))
 
     model_name_or_path: str = field(default="radlab:small", metadata=_help(
         "'radlab:tiny|small|base' (embedded, built into <run>/base_model/ with the data's texts in the "
@@ -182,9 +183,9 @@ class ColdStartParams(_SFTLikeParams):
 
     learning_rate: float = field(default=5.0e-04, metadata=_help("peak learning rate (AdamW)"))
     warmup_steps: float = field(default=10.0, metadata=_help("linear warm-up: steps (>= 1) or a ratio of all steps (< 1)"))
-    max_steps: int = field(default=200, metadata=_help("optimizer steps; 0 = use num_train_epochs"))
-    max_train_seconds: float = field(default=120.0, metadata=_help(
-        "wall-time cap on training: stop cleanly, checkpoint and save; 0 = none"))
+    # A step cap, not a time cap: the SFT model starts near loss 9 on the traces and needs ~150 steps.
+    max_steps: int = field(default=150, metadata=_help("optimizer steps; 0 = use num_train_epochs"))
+    per_device_train_batch_size: int = field(default=8, metadata=_help("rows per device per micro-batch"))
     save_steps: int = field(default=100, metadata=_help("checkpoint every N steps (into <run>/checkpoints/)"))
     max_new_tokens: int = field(default=256, metadata=_help("token budget of the greedy generations (trace + answer)"))
 
@@ -243,7 +244,7 @@ class GRPOParams(TrainingParams):
         "completions per device per step (prompts x num_generations)"))
     logging_steps: int = field(default=1, metadata=_help("log rewards/metrics every N steps"))
     save_steps: int = field(default=50, metadata=_help("checkpoint every N steps (into <run>/checkpoints/)"))
-    max_train_seconds: float = field(default=180.0, metadata=_help(
+    max_train_seconds: float = field(default=150.0, metadata=_help(
         "wall-time cap on training: stop cleanly, checkpoint and save; 0 = none"))
 
     thinking: bool = field(default=False, metadata=_help(
