@@ -1002,10 +1002,6 @@ def _worker_init(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _run_job(spec: ModelSpec, rows: list[dict[str, Any]], kwargs: dict[str, Any]) -> pd.DataFrame:
-    return evaluate_model(spec, rows, **kwargs)
-
-
 def _cpu_only(params: AnalysisParams) -> bool:
     if params.device:
         return params.device == "cpu"
@@ -1045,7 +1041,7 @@ def run_jobs(params: AnalysisParams, jobs: Sequence[EvalJob], cache_dir: Path,
         with concurrent.futures.ProcessPoolExecutor(
                 workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
                 initargs=(threads,)) as pool:
-            futures = {i: pool.submit(_run_job, jobs[i].spec, jobs[i].rows, kwargs[i]) for i in pending}
+            futures = {i: pool.submit(evaluate_model, jobs[i].spec, jobs[i].rows, **kwargs[i]) for i in pending}
             for i, fut in futures.items():
                 frames[i] = fut.result()
     else:
