@@ -61,11 +61,16 @@ class LoadResult:
         self.records.append(rec)
         return True
 
-    def image_size(self, path: Path, file: str | Path, row: int | str, *, hint: str = "") -> tuple[int, int] | None:
+    def image_size(self, path: Path, file: str | Path, row: int | str, *, check: bool = True,
+                   default: tuple[int, int] = (0, 0), hint: str = "") -> tuple[int, int] | None:
         """``(width, height)`` of the stored image, or ``None`` after logging it missing/unreadable.
 
-        ``hint`` is appended to the "unreadable" reason (e.g. how to export DICOMs).
+        With ``check=False`` (the loaders' ``check_images=False``) nothing is opened and ``default``
+        (the size the metadata states, or ``(0, 0)``) is returned.  ``hint`` is appended to the
+        "unreadable" reason (e.g. how to export DICOMs).
         """
+        if not check:
+            return default
         if not path.is_file():
             self.skip(file, row, f"missing image file {path}")
             return None

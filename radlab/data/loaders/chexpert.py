@@ -92,12 +92,10 @@ def load_chexpert(
                 res.skip(path, line, str(exc))
                 continue
             img = root / rel
-            width = height = 0
-            if check_images:
-                size = res.image_size(img, path, line)
-                if size is None:
-                    continue
-                width, height = size
+            size = res.image_size(img, path, line, check=check_images)
+            if size is None:
+                continue
+            width, height = size
             view = "LATERAL" if fl == "Lateral" else (appa if appa in ("PA", "AP") else "")
             rec = new_record(
                 id=f"chexpert-{m.group(1)}_{m.group(2)}_{Path(rel).stem}",
@@ -176,12 +174,10 @@ def load_chexpert_plus(
         img = root / rel
         if not img.is_file() and img.with_suffix(".png").is_file():
             img = img.with_suffix(".png")
-        width = height = 0
-        if check_images:
-            size = res.image_size(img, path, line)
-            if size is None:
-                continue
-            width, height = size
+        size = res.image_size(img, path, line, check=check_images)
+        if size is None:
+            continue
+        width, height = size
         chex = labels.get(rel, empty_chexpert())
         appa = str(r.get("ap_pa", "")).strip().upper()
         rec = new_record(

@@ -26,7 +26,6 @@ from radlab.data.loaders._common import (
     dumps_meta,
     finding,
     hash_split,
-    image_size,
     laterality_from_boxes,
     make_box,
     norm_split,
@@ -119,16 +118,11 @@ def load_coco(
             continue
         path = img_dir / str(im["file_name"])
         w, h = to_float(im.get("width")), to_float(im.get("height"))
-        if check_images:
-            if not path.is_file():
-                res.skip(ann_path, row, f"missing image file {path}")
-                continue
-            size = image_size(path)
-            if size is None:
-                res.skip(ann_path, row, f"unreadable image file {path}")
-                continue
-            if w is None or h is None:
-                w, h = float(size[0]), float(size[1])
+        size = res.image_size(path, ann_path, row, check=check_images)
+        if size is None:
+            continue
+        if w is None or h is None:
+            w, h = float(size[0]), float(size[1])
         if not w or not h or w <= 0 or h <= 0:
             res.skip(ann_path, row, f"image {im['file_name']!r} has no usable width/height")
             continue

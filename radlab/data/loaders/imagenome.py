@@ -114,12 +114,10 @@ def load_imagenome(
                 res.skip(spath, line, f"no Rows/Columns for dicom_id {dicom} in {meta_path.name}")
                 continue
             path = mroot / image_relpath(subject, study, dicom)
-            width, height = int(cols), int(rows)
-            if check_images:
-                size = res.image_size(path, spath, line)
-                if size is None:
-                    continue
-                width, height = size
+            size = res.image_size(path, spath, line, check=check_images, default=(int(cols), int(rows)))
+            if size is None:
+                continue
+            width, height = size
             try:
                 sg = read_json(sg_path)
             except LoaderError as exc:

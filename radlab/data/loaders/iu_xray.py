@@ -120,12 +120,10 @@ def load_iu_xray(
             if res.full(limit):
                 break
             path = (finder.find(image_id) if check_images else None) or finder.default(image_id)
-            width = height = 0
-            if check_images:
-                size = res.image_size(path, f, f"parentImage[{k}] {image_id}")
-                if size is None:
-                    continue
-                width, height = size
+            size = res.image_size(path, f, f"parentImage[{k}] {image_id}", check=check_images)
+            if size is None:
+                continue
+            width, height = size
             meta: dict[str, Any] = {"report_file": f.name, "mesh_major": majors,
                                     "mesh_automatic": [(el.text or "").strip() for el in doc.iter("automatic")],
                                     "indication": sections.get("INDICATION", ""),

@@ -251,12 +251,10 @@ def load_mimic_cxr(
             continue  # a filter the caller asked for, not a data problem
         path = root / image_relpath(subject, study, dicom)
         cols, rows = to_float(m["Columns"]), to_float(m["Rows"])
-        width, height = int(cols or 0), int(rows or 0)
-        if check_images:
-            size = res.image_size(path, split_path, line)
-            if size is None:
-                continue
-            width, height = size
+        size = res.image_size(path, split_path, line, check=check_images, default=(int(cols or 0), int(rows or 0)))
+        if size is None:
+            continue
+        width, height = size
         if study not in report_cache:
             rp = rep_root / report_relpath(subject, study)
             report_cache[study] = report_fields(rp.read_text(errors="replace")) if rp.is_file() else None

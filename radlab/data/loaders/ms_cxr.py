@@ -120,12 +120,10 @@ def load_ms_cxr(
             res.skip(csv_path, first_line, f"image {dicom}: bad image_width/image_height {first['image_width']!r}x{first['image_height']!r}")
             continue
         path = img_root / relpath
-        width, height = int(w), int(h)
-        if check_images:
-            size = res.image_size(path, csv_path, first_line)
-            if size is None:
-                continue
-            width, height = size
+        size = res.image_size(path, csv_path, first_line, check=check_images, default=(int(w), int(h)))
+        if size is None:
+            continue
+        width, height = size
         boxes: list[dict[str, Any]] = []
         phrases: OrderedDict[tuple[str, str], list[int]] = OrderedDict()
         official = set()

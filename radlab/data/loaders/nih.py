@@ -168,12 +168,10 @@ def load_nih(
             res.skip(entry, line, "no patient id")
             continue
         path = (finder.find(name) if check_images else None) or finder.default(name)
-        width = height = int(REF_SIZE)
-        if check_images:
-            size = res.image_size(path, entry, line)
-            if size is None:
-                continue
-            width, height = size
+        size = res.image_size(path, entry, line, check=check_images, default=(int(REF_SIZE), int(REF_SIZE)))
+        if size is None:
+            continue
+        width, height = size
         if official_test is not None and name in official_test:
             split = "test"
         elif official_test is not None and trainval_list.is_file():

@@ -149,12 +149,10 @@ def load_padchest_gr(
             patient = study or image_id
             split = hash_split(patient, seed)
         path = (finder.find(image_id) if check_images else None) or finder.default(image_id)
-        width = height = 0
-        if check_images:
-            size = res.image_size(path, jpath, row)
-            if size is None:
-                continue
-            width, height = size
+        size = res.image_size(path, jpath, row, check=check_images)
+        if size is None:
+            continue
+        width, height = size
         boxes, findings, ground, texts, texts_es, labels = [], [], [], [], [], []
         n_extra = 0
         unlocalised: list[str] = []

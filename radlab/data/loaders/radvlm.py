@@ -117,12 +117,10 @@ def load_radvlm(
             res.skip(jpath, row, "conversation lacks a human question or a gpt answer")
             continue
         path = Path(image) if Path(image).is_absolute() else img_root / image
-        width = height = 0
-        if check_images:
-            size = res.image_size(path, jpath, row)
-            if size is None:
-                continue
-            width, height = size
+        size = res.image_size(path, jpath, row, check=check_images)
+        if size is None:
+            continue
+        width, height = size
         patient, study = _ids(image)
         base = str(item.get("id") or f"item{i}")
         seen[base] = seen.get(base, 0) + 1

@@ -80,12 +80,10 @@ def load_rsna(
             continue
         positive = targets == {"1"}
         img = (finder.find(pid) if check_images else None) or finder.default(pid)
-        width = height = int(REF_SIZE)
-        if check_images:
-            size = res.image_size(img, path, first_line, hint="export DICOMs to PNG first")
-            if size is None:
-                continue
-            width, height = size
+        size = res.image_size(img, path, first_line, hint="export DICOMs to PNG first", check=check_images, default=(int(REF_SIZE), int(REF_SIZE)))
+        if size is None:
+            continue
+        width, height = size
         boxes: list[dict[str, Any]] = []
         if positive:
             for line, r in rows:

@@ -48,7 +48,6 @@ from radlab.data.loaders._common import (
     find_first,
     finding,
     hash_split,
-    image_size,
     laterality_from_boxes,
     make_box,
     read_csv,
@@ -198,12 +197,8 @@ def _load_image(res: LoadResult, finder: ImageFinder, csv_path: Path, split: str
     path = found or finder.default(iid)
     stored = None
     if check_images or size_from_image:
-        if found is None:
-            res.skip(csv_path, first_line, f"missing image file {path}")
-            return
-        stored = image_size(path)
+        stored = res.image_size(path, csv_path, first_line, hint=f"DICOMs need image_resolutions_{split}.json")
         if stored is None:
-            res.skip(csv_path, first_line, f"unreadable image file {path} (DICOMs need image_resolutions_{split}.json)")
             return
     ref = sizes.get(iid) or (tuple(float(v) for v in stored) if size_from_image and stored else None)
     if ref is None:
