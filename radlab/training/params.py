@@ -142,12 +142,13 @@ class SFTParams(_SFTLikeParams):
 
     STAGE: ClassVar[str] = "sft"
 
-    # Demo sizing: 700 steps is what fits `make demo` in 20 minutes on 2 cores. The calibration
-    # (shared/notes/grpo_cpu_calibration.md) found reports image-blind below ~1100 steps: see README.
+    # Demo sizing (README, "The demo"): radlab:tiny for 1600 steps (~7.5 min on 2 cores). The model
+    # ignores the image for its first ~1000 steps; radlab:small is 2.5x slower per step and was
+    # still nearly image-blind at the 700 steps that fit the 20-minute budget.
     warmup_steps: float = field(default=30.0, metadata=_help("linear warm-up: steps (>= 1) or a ratio of all steps (< 1)"))
-    max_steps: int = field(default=700, metadata=_help("optimizer steps; 0 = use num_train_epochs"))
+    max_steps: int = field(default=1600, metadata=_help("optimizer steps; 0 = use num_train_epochs"))
 
-    model_name_or_path: str = field(default="radlab:small", metadata=_help(
+    model_name_or_path: str = field(default="radlab:tiny", metadata=_help(
         "'radlab:tiny|small|base' (embedded, built into <run>/base_model/ with the data's texts in the "
         "tokenizer corpus), a local folder, or a hub id such as Qwen/Qwen3-VL-2B-Instruct"))
     init_model: str = field(default="", metadata=_help(
@@ -183,8 +184,9 @@ class ColdStartParams(_SFTLikeParams):
 
     learning_rate: float = field(default=5.0e-04, metadata=_help("peak learning rate (AdamW)"))
     warmup_steps: float = field(default=10.0, metadata=_help("linear warm-up: steps (>= 1) or a ratio of all steps (< 1)"))
-    # A step cap, not a time cap: the SFT model starts near loss 9 on the traces and needs ~150 steps.
-    max_steps: int = field(default=150, metadata=_help("optimizer steps; 0 = use num_train_epochs"))
+    # A step cap, not a time cap: the SFT model starts near loss 9 on the traces; 150 steps left the
+    # answer after </think> ignoring the grounding prompt, and 400 fit beside GRPO at no wall-time cost.
+    max_steps: int = field(default=400, metadata=_help("optimizer steps; 0 = use num_train_epochs"))
     per_device_train_batch_size: int = field(default=8, metadata=_help("rows per device per micro-batch"))
     save_steps: int = field(default=100, metadata=_help("checkpoint every N steps (into <run>/checkpoints/)"))
     max_new_tokens: int = field(default=256, metadata=_help("token budget of the greedy generations (trace + answer)"))
