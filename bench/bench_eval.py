@@ -2,7 +2,7 @@
 
 Usage (from the repo root)::
 
-    .venv/bin/python bench/bench_eval.py                       # radlab:small, 16+16 phantom items
+    .venv/bin/python bench/bench_eval.py                       # radlab:tiny (the demo model), 16+16 phantom items
     .venv/bin/python bench/bench_eval.py --model runs/demo/sft/model --data runs/demo/data --n 128
 
 For each batch size it decodes the same prompts with :func:`radlab.evaluation.generate` (greedy,
@@ -14,7 +14,7 @@ machine it is the less disturbed measure of the work done.  It then times scorin
 end-to-end evaluation throughput.  Without ``--data`` a small phantom evaluation split is built
 with the data stage (``radlab.data.build``) in a temporary folder.
 
-A randomly initialised model (``radlab:small`` untrained) rarely emits EOS, so every row runs to
+A randomly initialised model (``radlab:tiny`` untrained) rarely emits EOS, so every row runs to
 ``--max-new-tokens``; a trained model stops early and unevenly, which lowers the batched gain.
 """
 
@@ -48,7 +48,7 @@ def _eval_rows(args: argparse.Namespace, tmp: Path) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="radlab:small", help="model folder or radlab:<size>")
+    parser.add_argument("--model", default="radlab:tiny", help="model folder or radlab:<size>")
     parser.add_argument("--data", default="", help="data stage folder with eval/ ('' = build a phantom one)")
     parser.add_argument("--n", type=int, default=16, help="items per task (report, grounding)")
     parser.add_argument("--batch-sizes", default="1,8,32", help="comma-separated; 1 = per-sample loop")

@@ -1,5 +1,5 @@
 """Embedded Qwen3-VL: build time and parameter counts per size; forward, generate and train-step
-time of the demo size ("small") on this machine's CPU.
+time of the demo size ("tiny") on this machine's CPU.
 
     .venv/bin/python bench/bench_models.py [--threads N] [--sizes tiny,small,base]
 """
@@ -50,7 +50,7 @@ def main() -> None:
             print(f"{size:<6} {dt:8.2f} {c['total']:11,d} {c['vision']:10,d} {len(proc.tokenizer):6d}")
             built[size] = path
 
-        model, proc = models.load_model_and_processor(str(built.get("small", next(iter(built.values())))), device="cpu")
+        model, proc = models.load_model_and_processor(str(built.get("tiny", next(iter(built.values())))), device="cpu")
         rng = np.random.default_rng(0)
         imgs = [Image.fromarray((rng.random((args.image_size,) * 2) * 255).astype(np.uint8)) for _ in range(args.batch)]
         msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Write the findings section."}]},

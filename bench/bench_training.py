@@ -1,6 +1,6 @@
 """Benchmark the training stages at demo size on this machine.
 
-* SFT: seconds per optimizer step (demo geometry: ``radlab:small``, 128-px images, batch 16) and the
+* SFT: seconds per optimizer step (demo geometry: ``radlab:tiny``, 128-px images, batch 16) and the
   share of it spent fetching/collating data (dataset decode + chat template + image processor).
 * GRPO: seconds per step (demo geometry: 4 prompts x G=8 = 32 completions, up to 64 new tokens) and
   the shares spent in the reward functions and in data loading.  Target: rewards + data < 5% of a step.
