@@ -240,11 +240,15 @@ def test_phantom_traces_are_systematic_and_verified(data_root: Path) -> None:
     traces = build_traces(p, p.run_dir)
     assert len(traces) == 12 and all(t.endswith(THINK_TRIGGER) for t in traces["prompt"])
     order = ["Technique:", "Devices:", "Lungs:", "Pleura:", "Heart and mediastinum:", "Bones:"]
-    for trace, answer in zip(traces["trace"], traces["answer"]):
+    for trace, answer, task in zip(traces["trace"], traces["answer"], traces["task"]):
         parts = split_think(trace)
         assert parts.has_open and parts.has_close and parts.answer == answer
-        pos = [parts.think.index(k) for k in order]
-        assert pos == sorted(pos)
+        if task == "report":
+            pos = [parts.think.index(k) for k in order]
+            assert pos == sorted(pos)
+        else:  # focused: at most target + three sections, never the technique line
+            assert "Technique:" not in parts.think and 1 <= len(parts.think.strip().splitlines()) <= 4
+    assert set(traces["task"]) == {"report", "grounding"}
     # A corrupted answer must be dropped by verification.
     bad = traces.copy()
     bad.loc[0, "trace"] = bad.loc[0, "trace"].rsplit("</think>", 1)[0] + "</think>\nNo finding [0.9, 0.9, 0.95, 0.95]."
@@ -252,6 +256,30 @@ def test_phantom_traces_are_systematic_and_verified(data_root: Path) -> None:
     kept, counts = verify_traces(p, p.run_dir, bad)
     assert int(counts["kept"].sum()) == len(kept) == 10 and int(counts["dropped"].sum()) == 2
     assert (p.run_dir / "verification.csv").exists() and (p.run_dir / "traces.parquet").exists()
+
+
+def test_grounding_reading_names_the_target_first() -> None:
+    import numpy as np
+
+    from radlab.training.cold_start import phantom_reading
+
+    rec = {"view": "PA", "findings": [{"name": "pneumothorax", "laterality": "right", "region": "right apical zone",
+                                       "severity": "small", "certainty": "present"}],
+           "boxes": [{"label": "left costophrenic angle"}, {"label": "pneumothorax"}], "grounding": []}
+    rng = np.random.default_rng(0)
+    anatomy = phantom_reading(rec, "Give the bounding box of the left costophrenic angle.", "grounding", rng).splitlines()
+    assert anatomy[0].endswith(": left costophrenic angle.") and anatomy[1].startswith("Pleura: ") and len(anatomy) == 2
+    finding = phantom_reading(rec, "Locate the pneumothorax.", "grounding", rng).splitlines()
+    assert finding[0].endswith(": small pneumothorax in the right apical zone.") and finding[1] == "Pleura: small pneumothorax in the right apical zone."
+    # An absent finding is still the target, read from its section ("No consolidation" follows).
+    absent = phantom_reading(rec, "Find any consolidation and return its bounding box.", "grounding", rng).splitlines()
+    assert absent[0].endswith(": consolidation.") and absent[1].startswith("Lungs: ")
+    # Nothing named: the three main sections.
+    allf = phantom_reading(rec, "Give bounding boxes for all abnormal findings.", "grounding", rng).splitlines()
+    assert [line.split(":")[0] for line in allf] == ["Lungs", "Pleura", "Heart and mediastinum"]
+    report = phantom_reading(rec, "Write the findings.", "report", rng).splitlines()
+    assert [line.split(":")[0] for line in report] == [
+        "Technique", "Devices", "Lungs", "Pleura", "Heart and mediastinum", "Bones"]
 
 
 def test_teacher_prompt_uses_our_guide() -> None:

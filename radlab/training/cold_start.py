@@ -163,11 +163,30 @@ def _target(record: Mapping[str, Any], prompt: str) -> str | None:
     return name
 
 
-def phantom_reading(record: Mapping[str, Any], prompt: str, task: str, rng: np.random.Generator) -> str:
-    """A systematic reading of ``record`` written from its ground truth (no answer).
+# Reading section of a grounding target, by the first keyword it contains (finding names first).
+_SECTION_KEYWORDS: tuple[tuple[str, str], ...] = (
+    *((name, "Devices") for name in DEVICES + ("tube", "catheter", "line")),
+    *((name, "Pleura") for name in PLEURAL_FINDINGS + ("effusion", "costophrenic", "hemidiaphragm")),
+    *((name, "Heart and mediastinum") for name in HEART_FINDINGS + ("heart", "cardiac", "mediastin", "aortic", "trachea")),
+    *((name, "Lungs") for name in LUNG_FINDINGS + ("opacit", "edema", "lung", "lobe", "lingula", "zone", "hilar", "apical")),
+    *((name, "Bones") for name in ("spine", "clavicle", "rib")),
+)
 
-    ``Technique / Devices / Lungs / Pleura / Heart and mediastinum / Bones`` in that order, one line
-    each, plus ``Target`` for grounding rows.  Example::
+
+def _section_of(text: str) -> str | None:
+    """``"small right pneumothorax in the right upper lobe" -> "Pleura"``; ``None`` if nothing matches."""
+    low = text.lower()
+    for word, section in _SECTION_KEYWORDS:
+        if word in low:
+            return section
+    return None
+
+
+def phantom_reading(record: Mapping[str, Any], prompt: str, task: str, rng: np.random.Generator) -> str:
+    """A reading of ``record`` written from its ground truth (no answer).
+
+    Report rows get the systematic reading, ``Technique / Devices / Lungs / Pleura / Heart and
+    mediastinum / Bones`` in that order, one line each::
 
         Technique: PA view, adequate inspiration and exposure.
         Devices: endotracheal tube.
@@ -175,23 +194,37 @@ def phantom_reading(record: Mapping[str, Any], prompt: str, task: str, rng: np.r
         Pleura: small possible right pneumothorax in the right upper lobe.
         Heart and mediastinum: heart size normal, mediastinum not widened.
         Bones: intact.
+
+    Grounding rows get a focused reading: the target first, then the section that holds it (the
+    lungs, pleura and heart lines when no section does)::
+
+        Target: left costophrenic angle.
+        Pleura: costophrenic angles sharp, no pneumothorax.
+
+    The target comes first because a small model copies it from the adjacent prompt but not across a
+    full reading; with the target last, the demo's 2-layer cold start named some other finding there
+    and answered about it (anatomy mAP@0.5 0.04, 30% of answers past the token budget).
     """
     findings = list(record.get("findings", []))
     view = record.get("view") or "Frontal"
     devices = [f["name"] for f in findings if f["name"] in DEVICES]
-    lines = [
-        "Technique: " + _pick(rng, _TECHNIQUE).format(view=view),
-        "Devices: " + ("; ".join(devices) + "." if devices else _pick(rng, _NO_DEVICES)),
-        "Lungs: " + _section(findings, LUNG_FINDINGS, _pick(rng, _CLEAR_LUNGS), rng),
-        "Pleura: " + _section(findings, PLEURAL_FINDINGS, _pick(rng, _NO_PLEURAL), rng),
-        "Heart and mediastinum: " + _section(findings, HEART_FINDINGS, _pick(rng, _NORMAL_HEART), rng),
-        "Bones: " + _pick(rng, _BONES),
-    ]
-    if task == "grounding":
-        what = _target(record, prompt)
-        if what:
-            lines.append(_pick(rng, _TARGET).format(what=what))
-    return "\n".join(lines)
+    sections = {
+        "Technique": _pick(rng, _TECHNIQUE).format(view=view),
+        "Devices": "; ".join(devices) + "." if devices else _pick(rng, _NO_DEVICES),
+        "Lungs": _section(findings, LUNG_FINDINGS, _pick(rng, _CLEAR_LUNGS), rng),
+        "Pleura": _section(findings, PLEURAL_FINDINGS, _pick(rng, _NO_PLEURAL), rng),
+        "Heart and mediastinum": _section(findings, HEART_FINDINGS, _pick(rng, _NORMAL_HEART), rng),
+        "Bones": _pick(rng, _BONES),
+    }
+    if task != "grounding":
+        return "\n".join(f"{k}: {v}" for k, v in sections.items())
+    # An absent finding the prompt asks about ("Find any lung opacity") is still the target.
+    what = _target(record, prompt) or next(
+        (n for n in DEVICES + LUNG_FINDINGS + PLEURAL_FINDINGS + HEART_FINDINGS if n in prompt.lower()), None)
+    where = _section_of(what or prompt)
+    keys = [where] if where else ["Lungs", "Pleura", "Heart and mediastinum"]
+    lines = [_pick(rng, _TARGET).format(what=what)] if what else []
+    return "\n".join(lines + [f"{k}: {sections[k]}" for k in keys])
 
 
 def format_trace(reading: str, answer: str) -> str:
