@@ -261,7 +261,7 @@ def test_phantom_traces_are_systematic_and_verified(data_root: Path) -> None:
 def test_grounding_reading_names_the_target_first() -> None:
     import numpy as np
 
-    from radlab.training.cold_start import phantom_reading
+    from radlab.training.cold_start import _section_of, phantom_reading
 
     rec = {"view": "PA", "findings": [{"name": "pneumothorax", "laterality": "right", "region": "right apical zone",
                                        "severity": "small", "certainty": "present"}],
@@ -277,6 +277,8 @@ def test_grounding_reading_names_the_target_first() -> None:
     # Nothing named: the three main sections.
     allf = phantom_reading(rec, "Give bounding boxes for all abnormal findings.", "grounding", rng).splitlines()
     assert [line.split(":")[0] for line in allf] == ["Lungs", "Pleura", "Heart and mediastinum"]
+    # Keywords match at word starts: "describe" is not a rib.
+    assert _section_of("Describe the left clavicle") == "Bones" and _section_of("Describe this image") is None
     report = phantom_reading(rec, "Write the findings.", "report", rng).splitlines()
     assert [line.split(":")[0] for line in report] == [
         "Technique", "Devices", "Lungs", "Pleura", "Heart and mediastinum", "Bones"]

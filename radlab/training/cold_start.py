@@ -38,6 +38,7 @@ import concurrent.futures as cf
 import io
 import json
 import os
+import re
 import time
 import urllib.error
 import urllib.request
@@ -174,10 +175,12 @@ _SECTION_KEYWORDS: tuple[tuple[str, str], ...] = (
 
 
 def _section_of(text: str) -> str | None:
-    """``"small right pneumothorax in the right upper lobe" -> "Pleura"``; ``None`` if nothing matches."""
+    """``"small right pneumothorax in the right upper lobe" -> "Pleura"``; ``None`` if nothing matches.
+
+    Keywords match at a word start ("rib" in "ribs", not in "describe")."""
     low = text.lower()
     for word, section in _SECTION_KEYWORDS:
-        if word in low:
+        if re.search(r"\b" + re.escape(word), low):
             return section
     return None
 
