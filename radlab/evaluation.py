@@ -32,7 +32,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import pandas as pd
@@ -1047,7 +1047,7 @@ def run_jobs(params: AnalysisParams, jobs: Sequence[EvalJob], cache_dir: Path,
     else:
         for i in pending:
             frames[i] = evaluate_model(jobs[i].spec, jobs[i].rows, **kwargs[i])
-    return [f for f in frames if f is not None]
+    return cast(list[pd.DataFrame], frames)  # every slot is filled above
 
 
 @dataclass

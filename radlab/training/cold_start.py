@@ -164,6 +164,7 @@ def _target(record: Mapping[str, Any], prompt: str) -> str | None:
     return name
 
 
+FINDING_NAMES = DEVICES + LUNG_FINDINGS + PLEURAL_FINDINGS + HEART_FINDINGS
 # Reading section of a grounding target, by the first keyword it contains (finding names first).
 _SECTION_KEYWORDS: tuple[tuple[str, str], ...] = (
     *((name, "Devices") for name in DEVICES + ("tube", "catheter", "line")),
@@ -178,11 +179,12 @@ def _section_of(text: str) -> str | None:
     """``"small right pneumothorax in the right upper lobe" -> "Pleura"``; ``None`` if nothing matches.
 
     Keywords match at a word start ("rib" in "ribs", not in "describe")."""
-    low = text.lower()
-    for word, section in _SECTION_KEYWORDS:
-        if re.search(r"\b" + re.escape(word), low):
-            return section
-    return None
+    return next((section for word, section in _SECTION_KEYWORDS if _mentions(text, word)), None)
+
+
+def _mentions(text: str, word: str) -> bool:
+    """``word`` occurs in ``text`` at a word start, case-insensitively."""
+    return re.search(r"\b" + re.escape(word), text, re.IGNORECASE) is not None
 
 
 def phantom_reading(record: Mapping[str, Any], prompt: str, task: str, rng: np.random.Generator) -> str:
@@ -222,8 +224,7 @@ def phantom_reading(record: Mapping[str, Any], prompt: str, task: str, rng: np.r
     if task != "grounding":
         return "\n".join(f"{k}: {v}" for k, v in sections.items())
     # An absent finding the prompt asks about ("Find any lung opacity") is still the target.
-    what = _target(record, prompt) or next(
-        (n for n in DEVICES + LUNG_FINDINGS + PLEURAL_FINDINGS + HEART_FINDINGS if n in prompt.lower()), None)
+    what = _target(record, prompt) or next((n for n in FINDING_NAMES if _mentions(prompt, n)), None)
     where = _section_of(what or prompt)
     keys = [where] if where else ["Lungs", "Pleura", "Heart and mediastinum"]
     lines = [_pick(rng, _TARGET).format(what=what)] if what else []
