@@ -399,6 +399,65 @@ def test_chexpert_malformed_and_empty() -> None:
     assert labels["Pneumothorax"] == -1
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Recommend repeat CXR or abdominal films for further evaluation of the distal tip.",
+        "Consider repositioning the Dobhoff tube.",
+        "2. Followup radiographs with nipple markers could be considered.",
+        "Follow - up radiographs are recommended to show resolution of the pneumonia.",
+        "Alternatively, CT of the chest could also be performed to characterize the right lower lobe nodule.",
+        "If symptoms refer to the thoracic spine, further imaging assessment could be given consideration.",
+        "Repeat imaging after diuresis is recommended to evaluate for concomitant pneumonia.",
+    ],
+)
+def test_recommendation_sentences_are_not_annotated(text: str) -> None:
+    # RadGraph-XL leaves recommendations unannotated; the findings they name are not reported
+    assert _one(text)["entities"] == {}
+
+
+def test_recommendation_rule_keeps_findings_and_other_sentences() -> None:
+    # a finding that is the subject keeps its entities even when the sentence recommends a study
+    ents = _ents("Possible rib fractures for which evaluation with a chest CT is recommended.")
+    assert ents["fractures"]["label"] == UNCERTAIN
+    # "repeat"/"if"/"alternatively" without a recommending predicate are ordinary sentences
+    assert "opacity" in _ents("Alternatively, given recent oral contrast, opacity may represent aspirated contrast.")
+    assert "picc line" in _ents("Repeat PA radiograph demonstrates the PICC line in the mid SVC.")
+    # only the recommendation sentence loses its entities
+    ann = _one("Small left pleural effusion. Recommend follow - up radiographs.")
+    assert {e["tokens"] for e in ann["entities"].values()} == {"Small", "left", "pleural", "effusion"}
+
+
+def test_coordinated_organs_do_not_modify_each_other() -> None:
+    ann = _one("Leads terminate in the right atrium and right ventricle.")
+    assert _rel(ann, "right", "modify", "atrium") and _rel(ann, "right", "modify", "ventricle")
+    assert not _rel(ann, "atrium", "modify", "ventricle")
+    # a lone adjective before the "or" still modifies the shared organ word
+    assert _rel(_one("Pulmonary or mediastinal vascular engorgement."), "pulmonary", "modify", "vascular")
+
+
+def test_pearson_over_all_pairs() -> None:
+    from radlab.clinical.agreement import f1radgraph_pearson_all
+
+    texts = [
+        "No pleural effusion.",
+        "Small left pleural effusion.",
+        "Moderate pulmonary edema and small bilateral pleural effusions.",
+        "Right lower lobe pneumonia.",
+        "No pneumothorax. Heart size is normal.",
+        "Mild pulmonary edema.",
+    ]
+    refs = annotate(texts)
+    r, lo, hi = f1radgraph_pearson_all(refs, refs, n_boot=200)
+    assert r == pytest.approx(1.0) and lo == pytest.approx(1.0) and hi == pytest.approx(1.0)
+    # a hypothesis that annotates one report as another agrees less; the CI brackets the estimate
+    wrong = [refs[0], refs[0], *refs[2:]]
+    r2, lo2, hi2 = f1radgraph_pearson_all(wrong, refs, n_boot=200)
+    assert r2 < 0.99 and lo2 <= r2 <= hi2
+    with pytest.raises(ValueError, match="5 hypotheses but 6 references"):
+        f1radgraph_pearson_all(refs[:5], refs)
+
+
 # --- agreement with RadGraph-XL on the dev set ------------------------------------------------
 
 

@@ -11,6 +11,9 @@ reports)::
 ``f1radgraph_pearson`` samples random report pairs (i, j): x = F1-RadGraph between the reference
 annotations of i and j, y = the same with the hypothesis annotations, and returns Pearson(x, y);
 F1-RadGraph is ``radgraph.rewards.compute_reward`` (imported lazily; radgraph is a dependency).
+``f1radgraph_pearson_all`` uses every pair instead (n(n-1)/2 of them; 44,850 for 300 reports, about
+2.5 s per annotation set) and adds a 95% CI from a bootstrap over reports: a 2,000-pair sample
+moves the estimate by about ±0.01, and the CI says how far the figure may move on other reports.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from typing import Any
+
+import numpy as np
 
 Ann = dict[str, Any]
 
@@ -96,3 +101,52 @@ def f1radgraph_pearson(
     sxx = sum((x - mx) ** 2 for x in xs)
     syy = sum((y - my) ** 2 for y in ys)
     return sxy / (sxx * syy) ** 0.5 if sxx > 0 and syy > 0 else float("nan")
+
+
+def f1radgraph_matrix(anns: Sequence[Ann], *, level: str = "partial") -> np.ndarray:
+    """(n, n) symmetric matrix of F1-RadGraph(``level``) between every two annotations (diagonal 0).
+
+    F1 is symmetric in its two arguments, so each pair is scored once.
+    """
+    from radgraph.rewards import compute_reward
+
+    n = len(anns)
+    m = np.zeros((n, n))
+    for i in range(n):
+        for j in range(i + 1, n):
+            m[i, j] = m[j, i] = float(compute_reward(anns[i], anns[j], level))
+    return m
+
+
+def f1radgraph_pearson_all(
+    hyps: Sequence[Ann],
+    refs: Sequence[Ann],
+    *,
+    level: str = "partial",
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """Pearson of F1-RadGraph over all report pairs, with a 95% bootstrap CI over reports.
+
+    Returns ``(pearson, ci_low, ci_high)``.  Each bootstrap draws n reports with replacement and
+    correlates the pairs of distinct draws (a report drawn twice is not paired with itself).
+    """
+    if len(hyps) != len(refs):
+        raise ValueError(f"f1radgraph_pearson_all: {len(hyps)} hypotheses but {len(refs)} references")
+    n = len(refs)
+    if n < 3:
+        return float("nan"), float("nan"), float("nan")
+    x, y = f1radgraph_matrix(refs, level=level), f1radgraph_matrix(hyps, level=level)
+    iu = np.triu_indices(n, 1)
+    point = float(np.corrcoef(x[iu], y[iu])[0, 1])
+    rng = np.random.default_rng(seed)
+    boots = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, n, n)
+        keep = idx[iu[0]] != idx[iu[1]]
+        a, b = idx[iu[0]][keep], idx[iu[1]][keep]
+        xs, ys = x[a, b], y[a, b]
+        if xs.std() > 0 and ys.std() > 0:
+            boots.append(np.corrcoef(xs, ys)[0, 1])
+    lo, hi = (np.quantile(boots, [0.025, 0.975]) if boots else (float("nan"), float("nan")))
+    return point, float(lo), float(hi)
