@@ -85,6 +85,30 @@ def test_grpo_derived_defaults(data_root: Path, tmp_path: Path) -> None:
         GRPOParams(experiment="t", output_root=str(data_root), thinking=True, reward_weights="1,2")
 
 
+def test_grpo_annotator_picks_the_report_reward_backend(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    from radlab.training import GRPOParams
+    from radlab.training.grpo import build_rewards
+
+    base = {"experiment": "t", "output_root": str(data_root), "init_model": str(tmp_path)}
+    with pytest.raises(ParamError, match="parameter 'annotator'"):
+        GRPOParams(**base, annotator="radgraph")
+    funcs, _ = build_rewards(GRPOParams(**base, reward_names="f1radgraph,bleu,box_soft_f1"))
+    assert funcs[0].backend == "rules"
+    xl = GRPOParams(**base, annotator="radgraph-xl", reward_names="f1radgraph,chexpert_f1,radcliq_lite,bleu,box_soft_f1")
+    monkeypatch.delenv("RADLAB_RADGRAPH_PYTHON", raising=False)
+    with pytest.raises(ParamError, match="parameter 'annotator'.*RADLAB_RADGRAPH_PYTHON"):
+        build_rewards(xl)
+    monkeypatch.setenv("RADLAB_RADGRAPH_PYTHON", sys.executable)
+    funcs, weights = build_rewards(xl)
+    assert [f.__name__ for f in funcs] == ["f1radgraph", "chexpert_f1", "radcliq_lite", "bleu", "box_soft_f1"]
+    assert [f.backend for f in funcs[:3]] == ["radgraph-xl"] * 3  # bleu and box_soft_f1 annotate nothing
+    assert weights == [1.0] * 5
+
+
 def test_resolve_uses_run_name_folder(data_root: Path, tmp_path: Path) -> None:
     ns = {"experiment": "t", "output_root": str(data_root), "init_model": str(tmp_path), "run_name": "grpo_b"}
     run = config.resolve("grpo", ns)

@@ -19,7 +19,9 @@ The output can be fed straight to ``radgraph.rewards.compute_reward``.
 
 Pipeline (deterministic, pure Python, one pass per sentence):
 
-1. tokenise exactly as RadGraph-XL's preprocessing (``wordpunct`` plus its fix-ups);
+1. tokenise exactly as RadGraph-XL's preprocessing (``wordpunct`` plus its fix-ups); sentences
+   that recommend a study ("Recommend repeat CXR for evaluation of the tip", "CT could be performed
+   to characterise the nodule") get no entities, as in RadGraph-XL (``_is_recommendation``);
 2. find entities: multi-token phrases (longest match), hyphenated compounds ("left - sided",
    "plate - like"; ranges such as "mild - to - moderate" stay split), then single words from
    :mod:`radlab.clinical.lexicon` (curated) and :mod:`radlab.clinical.lexicon_learned`, with a few

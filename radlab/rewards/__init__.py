@@ -59,6 +59,8 @@ REWARDS: dict[str, RewardFunc] = {name: factory() for name, factory in FACTORIES
 
 REPORT_REWARDS = ("f1radgraph", "chexpert_f1", "bleu", "rouge_l", "radcliq_lite", "length_guard")
 GROUNDING_REWARDS = ("box_soft_f1", "box_iou")
+# rewards scored on an annotation of the report; their ``backend`` option picks the annotator
+ANNOTATED_REWARDS = ("f1radgraph", "chexpert_f1", "radcliq_lite")
 
 
 def build_reward_funcs(
@@ -104,6 +106,7 @@ __all__ = [
     "FACTORIES",
     "REPORT_REWARDS",
     "GROUNDING_REWARDS",
+    "ANNOTATED_REWARDS",
     "NO_FINDING_MODES",
     "build_reward_funcs",
     "BackendUnavailable",

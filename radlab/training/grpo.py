@@ -131,12 +131,18 @@ def load_grpo_model(params: GRPOParams, run_dir: str | os.PathLike[str]) -> tupl
 def build_rewards(params: GRPOParams) -> tuple[list[Callable[..., list[float | None]]], list[float]]:
     """Reward functions and weights by registry name (``radlab.rewards.build_reward_funcs``)."""
     from radlab.config import ParamError
-    from radlab.rewards import build_reward_funcs
+    from radlab.metrics import BackendUnavailable
+    from radlab.rewards import ANNOTATED_REWARDS, build_reward_funcs
 
+    names = list(params.reward_names)
+    # the registry's instances use the rules annotator; another backend needs fresh instances
+    options = {n: {"backend": params.annotator} for n in names if n in ANNOTATED_REWARDS and params.annotator != "rules"}
     try:
-        return build_reward_funcs(list(params.reward_names), list(params.reward_weights))
+        return build_reward_funcs(names, list(params.reward_weights), **options)
     except KeyError as exc:
         raise ParamError(f"parameter 'reward_names': {exc.args[0]}") from exc
+    except BackendUnavailable as exc:
+        raise ParamError(f"parameter 'annotator': {params.annotator!r} cannot run here: {exc}") from exc
 
 
 def grpo_config(params: GRPOParams, run_dir: str | os.PathLike[str], **overrides: Any) -> Any:

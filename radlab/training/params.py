@@ -263,6 +263,9 @@ class GRPOParams(TrainingParams):
         "(+ think_format when thinking)"))
     reward_weights: str | list[float] = field(default="", metadata=_help(
         "comma-separated weights, one per reward; '' = all 1.0"))
+    annotator: str = field(default="rules", metadata=_help(
+        "annotator of the report rewards f1radgraph / chexpert_f1 / radcliq_lite: 'rules' (offline) or "
+        "'radgraph-xl' (radgraph 0.1.18 in the python named by RADLAB_RADGRAPH_PYTHON)"))
     num_generations: int = field(default=8, metadata=_help("completions per prompt (the group size G)"))
     beta: float = field(default=0.0, metadata=_help("KL coefficient; 0 = no reference model"))
     loss_type: str = field(default="dapo", metadata=_help(f"one of {GRPO_LOSS_TYPES}"))
@@ -294,6 +297,10 @@ class GRPOParams(TrainingParams):
         tasks = split_list(self.tasks)
         if not tasks or [t for t in tasks if t not in TASKS]:
             raise ParamError(f"parameter 'tasks': {self.tasks!r}; expected a comma-separated subset of {TASKS}")
+        from radlab.metrics import ANNOTATOR_BACKENDS
+
+        if self.annotator not in ANNOTATOR_BACKENDS:
+            raise ParamError(f"parameter 'annotator': {self.annotator!r} not in {ANNOTATOR_BACKENDS}")
         names = split_list(self.reward_names)
         if not names:
             names = [DEFAULT_REWARDS[t] for t in tasks] + (["think_format"] if self.thinking else [])
