@@ -436,11 +436,10 @@ def _sentences(low: list[str]) -> list[tuple[int, int]]:
 
 # Recommendation sentences ("Recommend repeat CXR for further evaluation of the distal tip",
 # "CT of the chest could be performed for further characterization of the nodule"): RadGraph-XL
-# leaves them unannotated (0 entities in 17 of the 19 such sentences of the dev reports that open
-# with a recommendation word or an imaging/conditional subject).  A sentence opening with a
-# recommendation word is one; a sentence with a recommending predicate is one only when its
-# subject is the study or a condition, not a finding ("Possible rib fractures for which evaluation
-# with a chest CT is recommended" keeps its findings).
+# leaves them unannotated (this rule matches 25 sentences of the dev reports; RadGraph-XL has 0
+# entities in all 25).  A sentence opening with a recommendation word is one; a sentence with a
+# recommending predicate is one only when its subject is the study or a condition, not a finding
+# ("Possible rib fractures for which evaluation with a chest CT is recommended" keeps its findings).
 _REC_START = frozenset({"recommend", "recommended", "consider", "considering", "suggest", "followup", "please"})
 _REC_OPENERS = frozenset(
     "if however alternatively repeat attention correlation clinical as ct chest pa dedicated short further "
