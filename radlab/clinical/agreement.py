@@ -96,11 +96,12 @@ def f1radgraph_pearson(
         i, j = rng.sample(range(n), 2)
         xs.append(float(compute_reward(refs[i], refs[j], level)))
         ys.append(float(compute_reward(hyps[i], hyps[j], level)))
-    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
-    sxx = sum((x - mx) ** 2 for x in xs)
-    syy = sum((y - my) ** 2 for y in ys)
-    return sxy / (sxx * syy) ** 0.5 if sxx > 0 and syy > 0 else float("nan")
+    return _pearson(np.asarray(xs), np.asarray(ys))
+
+
+def _pearson(x: np.ndarray, y: np.ndarray) -> float:
+    """Pearson r of two equal-length vectors; NaN when either is constant."""
+    return float(np.corrcoef(x, y)[0, 1]) if x.std() > 0 and y.std() > 0 else float("nan")
 
 
 def f1radgraph_matrix(anns: Sequence[Ann], *, level: str = "partial") -> np.ndarray:
@@ -138,15 +139,14 @@ def f1radgraph_pearson_all(
         return float("nan"), float("nan"), float("nan")
     x, y = f1radgraph_matrix(refs, level=level), f1radgraph_matrix(hyps, level=level)
     iu = np.triu_indices(n, 1)
-    point = float(np.corrcoef(x[iu], y[iu])[0, 1])
+    point = _pearson(x[iu], y[iu])
     rng = np.random.default_rng(seed)
     boots = []
     for _ in range(n_boot):
         idx = rng.integers(0, n, n)
         keep = idx[iu[0]] != idx[iu[1]]
         a, b = idx[iu[0]][keep], idx[iu[1]][keep]
-        xs, ys = x[a, b], y[a, b]
-        if xs.std() > 0 and ys.std() > 0:
-            boots.append(np.corrcoef(xs, ys)[0, 1])
-    lo, hi = (np.quantile(boots, [0.025, 0.975]) if boots else (float("nan"), float("nan")))
+        boots.append(_pearson(x[a, b], y[a, b]))
+    boots = [r for r in boots if not np.isnan(r)]  # a resample with a constant side has no r
+    lo, hi = np.quantile(boots, [0.025, 0.975]) if boots else (float("nan"), float("nan"))
     return point, float(lo), float(hi)

@@ -135,8 +135,7 @@ def build_rewards(params: GRPOParams) -> tuple[list[Callable[..., list[float | N
     from radlab.rewards import ANNOTATED_REWARDS, build_reward_funcs
 
     names = list(params.reward_names)
-    # the registry's instances use the rules annotator; another backend needs fresh instances
-    options = {n: {"backend": params.annotator} for n in names if n in ANNOTATED_REWARDS and params.annotator != "rules"}
+    options = {n: {"backend": params.annotator} for n in names if n in ANNOTATED_REWARDS}
     try:
         return build_reward_funcs(names, list(params.reward_weights), **options)
     except KeyError as exc:

@@ -297,10 +297,6 @@ class GRPOParams(TrainingParams):
         tasks = split_list(self.tasks)
         if not tasks or [t for t in tasks if t not in TASKS]:
             raise ParamError(f"parameter 'tasks': {self.tasks!r}; expected a comma-separated subset of {TASKS}")
-        from radlab.metrics import ANNOTATOR_BACKENDS
-
-        if self.annotator not in ANNOTATOR_BACKENDS:
-            raise ParamError(f"parameter 'annotator': {self.annotator!r} not in {ANNOTATOR_BACKENDS}")
         names = split_list(self.reward_names)
         if not names:
             names = [DEFAULT_REWARDS[t] for t in tasks] + (["think_format"] if self.thinking else [])
@@ -329,6 +325,10 @@ class GRPOParams(TrainingParams):
             raise ParamError(f"parameter 'scale_rewards': {self.scale_rewards!r} not in {SCALE_REWARDS}")
         if self.vllm_mode not in VLLM_MODES:
             raise ParamError(f"parameter 'vllm_mode': {self.vllm_mode!r} not in {VLLM_MODES}")
+        from radlab.metrics import ANNOTATOR_BACKENDS
+
+        if self.annotator not in ANNOTATOR_BACKENDS:
+            raise ParamError(f"parameter 'annotator': {self.annotator!r} not in {ANNOTATOR_BACKENDS}")
         if not 0.0 <= self.report_fraction < 1.0 or self.temperature <= 0 or self.max_completion_length < 1:
             raise ParamError("need 0 <= report_fraction < 1, temperature > 0, max_completion_length >= 1")
         if min(self.eval_every, self.eval_rows, self.completions_every, self.max_train_prompts) < 0:
