@@ -141,7 +141,8 @@ def test_truncation_and_eos_counting(tiny_model: Path) -> None:
     prompts, images = _gen_inputs(3)
     eos = proc.tokenizer.convert_tokens_to_ids("<|im_end|>")
     with torch.no_grad():
-        model.lm_head.bias = torch.nn.Parameter(torch.zeros(model.lm_head.out_features))
+        w = model.lm_head.weight  # on a GPU the model is on cuda in bf16; the bias must follow it
+        model.lm_head.bias = torch.nn.Parameter(torch.zeros(model.lm_head.out_features, device=w.device, dtype=w.dtype))
         model.lm_head.bias[eos] = 1e4
     gens = ev.generate(model, proc, prompts, images, batch_size=2, max_new_tokens=5, progress=False)
     assert all(g.finished and g.n_tokens == 0 and g.text == "" for g in gens)
@@ -272,6 +273,13 @@ def test_parallel_workers_match_in_kernel(evaluated: tuple, tmp_path: Path) -> N
     assert [f["model"].iloc[0] for f in frames] == [s.name for s in specs]
     got = pd.concat(frames, ignore_index=True)
     want = out.per_sample[out.per_sample["model"].isin([s.name for s in specs])]
+    import torch
+
+    if torch.cuda.is_available() and p.device != "cpu":
+        # The fixture decoded on the GPU in bf16, the CPU workers decode in fp32: compare them with
+        # the in-kernel path on the CPU instead.
+        ref = ev.run_jobs(dataclasses.replace(p, workers=1, use_cache=False, device="cpu"), jobs, tmp_path / "in_kernel")
+        want = pd.concat(ref, ignore_index=True)
     pd.testing.assert_frame_equal(got[["model", "id", "completion"]].reset_index(drop=True),
                                   want[["model", "id", "completion"]].reset_index(drop=True))
     assert not got["cached"].any() and len(list((tmp_path / "generations").glob("*.parquet"))) == len(specs)

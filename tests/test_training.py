@@ -116,12 +116,16 @@ def test_resolve_uses_run_name_folder(data_root: Path, tmp_path: Path) -> None:
     assert (run.run_dir / "params.yaml").exists()
 
 
-def test_sft_config_cpu_defaults(data_root: Path, tmp_path: Path) -> None:
+def test_sft_config_defaults(data_root: Path, tmp_path: Path) -> None:
+    import torch
+
     from radlab.training import SFTParams, sft_config
 
     p = SFTParams(experiment="t", output_root=str(data_root), max_steps=5)
     cfg = sft_config(p, tmp_path)
-    assert cfg.bf16 is False and cfg.gradient_checkpointing is False and cfg.use_cpu is True
+    # TRL's GPU defaults (bf16, gradient checkpointing) are off unless params turn them on.
+    assert cfg.bf16 is False and cfg.gradient_checkpointing is False
+    assert cfg.use_cpu is (not torch.cuda.is_available())
     assert cfg.max_length is None and cfg.assistant_only_loss is True and cfg.remove_unused_columns is False
     assert cfg.max_steps == 5 and cfg.report_to == [] and cfg.output_dir == str(tmp_path / "checkpoints")
 

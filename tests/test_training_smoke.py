@@ -116,8 +116,9 @@ def test_two_process_sft_on_cpu(smoke_root: Path, tmp_path: Path) -> None:
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
            "-m", "radlab.training", "sft", "--params", str(REPO / "params" / "smoke" / "sft.yaml"),
            "-p", "output_root", str(out), "-p", "run_name", "sft_ddp"]
-    proc = subprocess.run(cmd, env={**ENV, "RADLAB_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}, cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
+    # CUDA hidden: on a GPU machine two processes would otherwise share one GPU under NCCL.
+    proc = subprocess.run(cmd, env={**ENV, "RADLAB_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""},
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     done = json.loads((out / "smoke" / "sft_ddp" / "DONE").read_text())
     assert done["num_processes"] == 2 and done["global_step"] == 4
