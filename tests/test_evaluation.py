@@ -266,6 +266,8 @@ def test_parallel_workers_match_in_kernel(evaluated: tuple, tmp_path: Path) -> N
     # Two spawned worker processes must produce the in-kernel greedy generations, in job order.
     import dataclasses
 
+    import torch
+
     p, specs, evalset, out = evaluated
     par = dataclasses.replace(p, workers=2, use_cache=False, device="cpu")
     jobs = [ev.EvalJob(s, evalset.for_mode(s.thinking)[0]) for s in specs]
@@ -273,8 +275,6 @@ def test_parallel_workers_match_in_kernel(evaluated: tuple, tmp_path: Path) -> N
     assert [f["model"].iloc[0] for f in frames] == [s.name for s in specs]
     got = pd.concat(frames, ignore_index=True)
     want = out.per_sample[out.per_sample["model"].isin([s.name for s in specs])]
-    import torch
-
     if torch.cuda.is_available() and p.device != "cpu":
         # The fixture decoded on the GPU in bf16, the CPU workers decode in fp32: compare them with
         # the in-kernel path on the CPU instead.
