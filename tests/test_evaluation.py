@@ -266,8 +266,6 @@ def test_parallel_workers_match_in_kernel(evaluated: tuple, tmp_path: Path) -> N
     # Two spawned worker processes must produce the in-kernel greedy generations, in job order.
     import dataclasses
 
-    import torch
-
     p, specs, evalset, out = evaluated
     par = dataclasses.replace(p, workers=2, use_cache=False, device="cpu")
     jobs = [ev.EvalJob(s, evalset.for_mode(s.thinking)[0]) for s in specs]
@@ -275,7 +273,7 @@ def test_parallel_workers_match_in_kernel(evaluated: tuple, tmp_path: Path) -> N
     assert [f["model"].iloc[0] for f in frames] == [s.name for s in specs]
     got = pd.concat(frames, ignore_index=True)
     want = out.per_sample[out.per_sample["model"].isin([s.name for s in specs])]
-    if torch.cuda.is_available() and p.device != "cpu":
+    if not ev._cpu_only(p):
         # The fixture decoded on the GPU in bf16, the CPU workers decode in fp32: compare them with
         # the in-kernel path on the CPU instead.
         ref = ev.run_jobs(dataclasses.replace(p, workers=1, use_cache=False, device="cpu"), jobs, tmp_path / "in_kernel")
