@@ -5,7 +5,7 @@ Usage (from the repo root)::
     .venv/bin/python bench/bench_eval.py                       # radlab:tiny (the demo model), 16+16 phantom items
     .venv/bin/python bench/bench_eval.py --model runs/demo/sft/model --data runs/demo/data --n 128
 
-For each batch size it decodes the same prompts with :func:`radlab.evaluation.generate` (greedy,
+For each batch size it decodes the same prompts with :func:`radlab.generation.generate` (greedy,
 left padding, length-sorted batches; batch size 1 = the per-sample loop, unsorted), checks that
 every batched output equals the per-sample one, and reports seconds, items/s and the speed-up over
 the per-sample loop.  Batch sizes are timed in alternating rounds and each keeps its fastest
@@ -63,6 +63,7 @@ def main() -> None:
     import torch
 
     from radlab import evaluation as ev
+    from radlab.generation import generate
     from radlab.models import load_model_and_processor
 
     if args.threads:
@@ -86,8 +87,8 @@ def main() -> None:
     for rnd in range(args.repeats):
         for bs in sizes:
             t0, c0 = time.perf_counter(), time.process_time()
-            outputs[bs] = ev.generate(model, processor, prompts, images, batch_size=bs,
-                                      max_new_tokens=args.max_new_tokens, sort_by_length=bs > 1, progress=False)
+            outputs[bs] = generate(model, processor, prompts, images, batch_size=bs,
+                                   max_new_tokens=args.max_new_tokens, sort_by_length=bs > 1)
             times[bs].append(time.perf_counter() - t0)
             cpu[bs].append(time.process_time() - c0)
             print(f"round {rnd + 1}/{args.repeats} batch {bs}: wall {times[bs][-1]:.2f} s, cpu {cpu[bs][-1]:.2f} s",

@@ -137,7 +137,7 @@ def bench_grpo(root: Path, steps: int) -> dict[str, Any]:
     funcs, weights = grpo.build_rewards(p)
     timed = [Timed(f) for f in funcs]
     timer = step_timer_callback()
-    from radlab.training.common import vision_token_ids
+    from radlab.generation import vision_token_ids
 
     grpo.left_pad_prompts(processor)
 

@@ -7,9 +7,9 @@ the data stage's held-out split (``runs/<exp>/data/eval/``, GRPO column layout):
    ``cold_start``, ``cold_start+grpo`` and any extra ``grpo*`` run for the reward ablation) to
    model folders; a missing one becomes a visible note, never a crash.
 2. :func:`load_eval_rows` takes a seeded subset of ``n_eval`` rows per task.
-3. :func:`generate` decodes a list of chat prompts in batches: left padding, prompts sorted by
-   length so a batch wastes few pad positions, seeded, greedy by default.  It reports per row
-   the completion text, its token count and whether it stopped at EOS (else: truncated).
+3. :func:`radlab.generation.generate` (the one generation path, shared with the training stages)
+   decodes the prompts in left-padded batches, greedy by default.  It reports per row the
+   completion text, its token count and whether it stopped at EOS/pad (else: truncated).
 4. :func:`evaluate_model` caches each model's generations in ``analysis/generations/`` keyed by
    the model's weights and the evaluation fingerprint, so re-rendering the notebook does not
    regenerate; answers are taken after the last ``</think>`` for thinking models.
@@ -40,6 +40,7 @@ import pandas as pd
 from radlab import runs
 from radlab.config import CommonParams, ParamError
 from radlab.formats import answer_text, format_boxes
+from radlab.generation import GENERATION_VERSION, Generation, generate
 
 # Canonical model names (docs/architecture.md) and the run folder holding each model, relative
 # to runs/<experiment>/.  ``base`` is the model the SFT stage started from.
@@ -442,150 +443,8 @@ def reference_text(row: Mapping[str, Any]) -> str:
 
 
 # ----------------------------------------------------------------------------------------------
-# Batched generation
+# Answers
 # ----------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Generation:
-    """One decoded completion: ``text`` (special tokens removed), ``n_tokens`` generated before
-    EOS, and ``finished`` (EOS seen within the budget; ``False`` means truncated)."""
-
-    text: str
-    n_tokens: int
-    finished: bool
-
-
-def _eos_ids(model: Any, processor: Any) -> list[int]:
-    ids: list[int] = []
-    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    for v in (gen_eos if isinstance(gen_eos, (list, tuple)) else [gen_eos]):
-        if v is not None:
-            ids.append(int(v))
-    tok = getattr(processor, "tokenizer", processor)
-    if tok.eos_token_id is not None and tok.eos_token_id not in ids:
-        ids.append(int(tok.eos_token_id))
-    return ids
-
-
-def _pad_id(model: Any, processor: Any) -> int:
-    tok = getattr(processor, "tokenizer", processor)
-    pad = getattr(getattr(model, "generation_config", None), "pad_token_id", None)
-    if pad is None:
-        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    return int(pad)
-
-
-def encode_prompts(processor: Any, prompts: Sequence[Any], images: Sequence[Any]) -> list[dict[str, Any]]:
-    """Render each chat prompt with ``add_generation_prompt=True`` and process it alone.
-
-    Returns one dict of ``[1, L_i]`` text tensors (``input_ids``, ``attention_mask``,
-    ``mm_token_type_ids``) and per-image tensors (``pixel_values [P_i, D]``,
-    ``image_grid_thw [1, 3]``) per prompt.  Encoding once per item gives the exact prompt length
-    to sort by and lets :func:`collate_left` build any batch without reprocessing images.
-    """
-    out = []
-    for prompt, image in zip(prompts, images):
-        text = processor.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
-        kwargs: dict[str, Any] = {"text": [text], "return_tensors": "pt"}
-        if image is not None:
-            kwargs["images"] = [image]
-        out.append(dict(processor(**kwargs)))
-    return out
-
-
-def collate_left(encodings: Sequence[Mapping[str, Any]], pad_id: int) -> dict[str, Any]:
-    """Left-pad per-item encodings into one batch.
-
-    Tensors shaped like ``input_ids`` (``[1, L_i]``) become ``[B, max L]``, padded on the left
-    with ``pad_id`` (``input_ids``) or 0 (masks, token types); anything else (``pixel_values``,
-    ``image_grid_thw``) is concatenated along dim 0, which is how Qwen-VL processors batch
-    images.  Left padding keeps every prompt's last token at the end, where generation starts.
-    """
-    import torch
-
-    lengths = [int(e["input_ids"].shape[1]) for e in encodings]
-    width = max(lengths)
-    batch: dict[str, Any] = {}
-    for key in encodings[0]:
-        values = [e[key] for e in encodings]
-        if all(hasattr(v, "dim") and v.dim() == 2 and v.shape[0] == 1 and v.shape[1] == n
-               for v, n in zip(values, lengths)):
-            fill = pad_id if key == "input_ids" else 0
-            rows = [torch.cat([torch.full((1, width - n), fill, dtype=v.dtype), v], dim=1)
-                    for v, n in zip(values, lengths)]
-            batch[key] = torch.cat(rows, dim=0)
-        else:
-            batch[key] = torch.cat(list(values), dim=0)
-    return batch
-
-
-def generate(
-    model: Any,
-    processor: Any,
-    prompts: Sequence[Any],
-    images: Sequence[Any],
-    *,
-    batch_size: int = 32,
-    max_new_tokens: int = 128,
-    do_sample: bool = False,
-    temperature: float = 1.0,
-    seed: int = 0,
-    sort_by_length: bool = True,
-    progress: bool = True,
-    desc: str = "generate",
-) -> list[Generation]:
-    """Decode ``prompts`` (chat message lists, one image each) in left-padded batches.
-
-    Prompts are sorted by token length (longest first, so a memory problem shows up in the first
-    batch) and the results put back in input order.  Greedy decoding is deterministic and
-    batch-independent up to float rounding; sampling is seeded once per call, so a sampled row
-    depends on the batch it falls in.  Returns one :class:`Generation` per prompt.
-    """
-    import torch
-    from tqdm import tqdm  # plain bars: tqdm.auto warns in kernels without ipywidgets
-
-    if len(prompts) != len(images):
-        raise ValueError(f"{len(prompts)} prompts but {len(images)} images")
-    if not prompts:
-        return []
-    tok = getattr(processor, "tokenizer", processor)
-    eos = set(_eos_ids(model, processor))
-    pad = _pad_id(model, processor)
-    encodings = encode_prompts(processor, prompts, images)
-    order = list(range(len(prompts)))
-    if sort_by_length:
-        order.sort(key=lambda i: -int(encodings[i]["input_ids"].shape[1]))
-    device = next(model.parameters()).device
-    gen_kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": do_sample, "pad_token_id": pad,
-                                  "eos_token_id": sorted(eos)}
-    if do_sample:
-        gen_kwargs.update(temperature=temperature, top_k=0, top_p=1.0)
-    else:
-        # Unset sampling knobs a checkpoint's generation_config may carry, so greedy is greedy.
-        gen_kwargs.update(temperature=None, top_k=None, top_p=None)
-    torch.manual_seed(seed)
-    results: list[Generation | None] = [None] * len(prompts)
-    was_training = model.training
-    model.eval()
-    starts = range(0, len(order), batch_size)
-    try:
-        for start in tqdm(starts, desc=desc, disable=not progress, total=len(starts)):
-            idx = order[start:start + batch_size]
-            batch = collate_left([encodings[i] for i in idx], pad)
-            batch = {k: v.to(device) for k, v in batch.items()}
-            width = batch["input_ids"].shape[1]
-            with torch.inference_mode():
-                out = model.generate(**batch, **gen_kwargs)
-            new = out[:, width:].tolist()
-            for i, seq in zip(idx, new):
-                stop = next((j for j, t in enumerate(seq) if t in eos), None)
-                kept = seq if stop is None else seq[:stop]
-                text = tok.decode(kept, skip_special_tokens=True)
-                results[i] = Generation(text=text, n_tokens=len(kept), finished=stop is not None)
-    finally:
-        model.train(was_training)
-    return [r for r in results if r is not None]
 
 
 def extract_answer(text: str, thinking: bool) -> tuple[str, bool]:
@@ -667,7 +526,7 @@ def evaluate_model(
                 # Greedy output does not depend on the batch; a sampled row depends on its batch.
                 "batch_size": batch_size if do_sample else None,
                 # bf16 on a GPU and fp32 on the CPU may decode differently: keep their caches apart.
-                "device": device or "auto", "dtype": dtype or "auto"}
+                "device": device or "auto", "dtype": dtype or "auto", "generation": GENERATION_VERSION}
     key = generation_key(spec.path, fingerprint, settings)
     cache_path = Path(cache_dir) / f"{_safe(name)}-{key}.parquet" if cache_dir is not None else None
     if use_cache and cache_path is not None and cache_path.exists():
@@ -686,7 +545,7 @@ def evaluate_model(
     t0 = time.perf_counter()
     gens = generate(model, processor, [r["prompt"] for r in rows], images, batch_size=batch_size,
                     max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, seed=seed,
-                    desc=f"generate {name}")
+                    progress=True, desc=f"generate {name}")
     seconds = time.perf_counter() - t0
     del model, processor
     gc.collect()
@@ -1132,9 +991,9 @@ def settings_of(params: AnalysisParams, spec: ModelSpec) -> dict[str, Any]:
 
 
 __all__ = [
-    "AnalysisParams", "COMPARISONS", "EvalSet", "Evaluation", "evaluate_all", "load_eval_set", "shortcut_frames", "COMPARISONS_COLUMNS", "DIAGNOSTICS", "Generation", "MODEL_RUNS", "ModelSpec",
-    "RESULTS_COLUMNS", "SHORTCUT_MODELS", "THINKING_MODELS", "collate_left", "comparison_pairs", "comparisons_table",
-    "discover_models", "encode_prompts", "eval_fingerprint", "evaluate_model", "extract_answer", "generate",
+    "AnalysisParams", "COMPARISONS", "EvalSet", "Evaluation", "evaluate_all", "load_eval_set", "shortcut_frames", "COMPARISONS_COLUMNS", "DIAGNOSTICS", "MODEL_RUNS", "ModelSpec",
+    "RESULTS_COLUMNS", "SHORTCUT_MODELS", "THINKING_MODELS", "comparison_pairs", "comparisons_table",
+    "discover_models", "eval_fingerprint", "evaluate_model", "extract_answer",
     "generation_frame", "generation_key", "load_eval_dataset", "missing_pairs", "model_names", "parse_model_dirs", "predictions_frame",
     "reference_text", "results_table", "reward_names", "switch_thinking", "score_rows", "select_indices", "settings_of",
     "summary_metrics", "task_groups", "write_outputs",

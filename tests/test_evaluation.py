@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from radlab import evaluation as ev
+from radlab import generation as gen
 from radlab.analysis import findings, key_tests, table1, table2, table3, verdict
 from radlab.config import ParamError, validate
 
@@ -108,9 +109,8 @@ def test_batched_equals_per_sample_greedy(tiny_model: Path) -> None:
 
     model, proc = load_model_and_processor(str(tiny_model))
     prompts, images = _gen_inputs()
-    one = ev.generate(model, proc, prompts, images, batch_size=1, max_new_tokens=12, sort_by_length=False,
-                      progress=False)
-    many = ev.generate(model, proc, prompts, images, batch_size=4, max_new_tokens=12, progress=False)
+    one = gen.generate(model, proc, prompts, images, batch_size=1, max_new_tokens=12, sort_by_length=False)
+    many = gen.generate(model, proc, prompts, images, batch_size=4, max_new_tokens=12)
     assert one == many
     # A random model rarely emits EOS: those rows are counted as truncated at the full budget.
     for g in many:
@@ -122,8 +122,8 @@ def test_collate_left_matches_processor_batch(tiny_model: Path) -> None:
 
     _, proc = load_model_and_processor(str(tiny_model))
     prompts, images = _gen_inputs(3)
-    encs = ev.encode_prompts(proc, prompts, images)
-    mine = ev.collate_left(encs, proc.tokenizer.pad_token_id)
+    encs = gen.encode_prompts(proc, prompts, images)
+    mine = gen.collate_left(encs, proc.tokenizer.pad_token_id)
     texts = [proc.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in prompts]
     theirs = proc(text=texts, images=images, padding=True, padding_side="left", return_tensors="pt")
     assert set(mine) == set(theirs)
@@ -144,12 +144,53 @@ def test_truncation_and_eos_counting(tiny_model: Path) -> None:
         w = model.lm_head.weight  # on a GPU the model is on cuda in bf16; the bias must follow it
         model.lm_head.bias = torch.nn.Parameter(torch.zeros(model.lm_head.out_features, device=w.device, dtype=w.dtype))
         model.lm_head.bias[eos] = 1e4
-    gens = ev.generate(model, proc, prompts, images, batch_size=2, max_new_tokens=5, progress=False)
+    gens = gen.generate(model, proc, prompts, images, batch_size=2, max_new_tokens=5)
     assert all(g.finished and g.n_tokens == 0 and g.text == "" for g in gens)
     with torch.no_grad():
         model.lm_head.bias[eos] = -1e4
-    gens = ev.generate(model, proc, prompts, images, batch_size=2, max_new_tokens=3, progress=False)
+    gens = gen.generate(model, proc, prompts, images, batch_size=2, max_new_tokens=3)
     assert all(not g.finished and g.n_tokens == 3 for g in gens)
+
+
+def test_grpo_heldout_and_analysis_score_one_checkpoint_equally(smoke_data: Path, tiny_model: Path) -> None:
+    """Issue 14 point 5: one checkpoint on the same rows, through GRPO's held-out check and through the
+    analysis, gives the same completions, lengths and scores (one generation path, rewards = metrics)."""
+    from transformers import TrainerState
+
+    from radlab.models import load_model_and_processor
+    from radlab.rewards import build_reward_funcs
+    from radlab.training.grpo import HELDOUT_PREFIX, heldout_callback
+
+    ds = ev.load_eval_dataset(smoke_data)
+    rows = ds.select(ev.select_indices(list(ds["task"]), list(ds["id"]), 6, seed=0))
+    assert not any(rows["thinking"]) and set(rows["task"]) == {"report", "grounding"}
+    budget = 24
+    funcs, _ = build_reward_funcs(["f1radgraph", "box_soft_f1"])
+    model, proc = load_model_and_processor(str(tiny_model), device="cpu", dtype="float32")
+    # The untrained model writes word pieces; its own first answers become the report references,
+    # so the report scores are real numbers (not a trivial 0 = 0) that any change of text would move.
+    first = gen.generate(model, proc, rows["prompt"], rows["image"], max_new_tokens=budget)
+    refs = [g.text + " Small left pleural effusion." if t == "report" else r
+            for g, t, r in zip(first, rows["task"], rows["reference_report"])]
+    rows = rows.remove_columns("reference_report").add_column("reference_report", refs)
+    state = TrainerState()
+    cb = heldout_callback(proc, rows, funcs, every=0, max_new_tokens=budget)
+    cb.on_train_begin(None, state, None, model=model)
+    (logged,) = cb.records
+
+    evalset = ev.EvalSet.from_dataset(rows, 0, seed=0)
+    eval_rows, _ = evalset.for_mode(False)
+    spec = ev.ModelSpec("sft+grpo", str(tiny_model))
+    frame = ev.evaluate_model(spec, eval_rows, cache_dir=None, batch_size=32, max_new_tokens=budget,
+                              device="cpu", dtype="float32")
+    scored = ev.score_rows(frame, evalset.by_key())
+    assert list(frame["completion"]) == [g.text for g in first]
+    assert logged[HELDOUT_PREFIX + "mean_length"] == pytest.approx(scored["n_tokens"].mean())
+    report = scored[scored["task"] == "report"]
+    ground = scored[scored["task"] == "grounding"]
+    assert logged[HELDOUT_PREFIX + "f1radgraph"] == pytest.approx(report["f1radgraph_partial"].mean())
+    assert logged[HELDOUT_PREFIX + "box_soft_f1"] == pytest.approx(ground["box_soft_f1"].mean())
+    assert report["f1radgraph_partial"].max() > 0
 
 
 def test_switch_thinking_matches_data_stage(smoke_data: Path) -> None:

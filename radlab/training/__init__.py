@@ -19,7 +19,6 @@ _LAZY = {
     # common
     "setup_runtime": "common",
     "TrainResult": "common",
-    "generate": "common",
     "tidy_log_history": "common",
     "checkpoints": "common",
     # sft

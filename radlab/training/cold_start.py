@@ -51,10 +51,10 @@ import pandas as pd
 
 from radlab import runs
 from radlab.formats import THINK_CLOSE, THINK_OPEN, parse_boxes
+from radlab.generation import generate
 from radlab.training.common import (
     TrainResult,
     filter_tasks,
-    generate,
     is_main_process,
     load_data_split,
     message_text,
@@ -337,10 +337,10 @@ def teacher_traces_local(params: ColdStartParams, cands: pd.DataFrame) -> list[s
     prompts = [[{"role": "user", "content": [{"type": "image"}, {"type": "text",
                                                                   "text": teacher_prompt(q, a)}]}]
                for q, a in zip(cands["prompt"], cands["answer"])]
-    texts, _ = generate(model, processor, prompts, list(cands["image"]), max_new_tokens=params.teacher_max_tokens,
-                        batch_size=4, do_sample=params.teacher_temperature > 0,
-                        temperature=params.teacher_temperature or 1.0)
-    return texts
+    gens = generate(model, processor, prompts, list(cands["image"]), max_new_tokens=params.teacher_max_tokens,
+                    batch_size=4, do_sample=params.teacher_temperature > 0,
+                    temperature=params.teacher_temperature or 1.0, seed=params.seed)
+    return [g.text for g in gens]
 
 
 def build_traces(params: ColdStartParams, run_dir: str | os.PathLike[str]) -> pd.DataFrame:

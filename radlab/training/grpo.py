@@ -34,12 +34,12 @@ import pandas as pd
 
 from radlab import runs
 from radlab.formats import completion_text
+from radlab.generation import generate, vision_token_ids
 from radlab.training.common import (
     TrainResult,
     common_trainer_args,
     csv_safe,
     filter_tasks,
-    generate,
     is_main_process,
     load_data_split,
     message_text,
@@ -50,7 +50,6 @@ from radlab.training.common import (
     run_training,
     step_timer_callback,
     subsample,
-    vision_token_ids,
     wall_time_callback,
 )
 from radlab.training.params import GRPOParams, split_list
@@ -247,7 +246,8 @@ def heldout_callback(
             if len(rows) == 0 or not state.is_world_process_zero:
                 return
             t0 = time.perf_counter()
-            texts, ids = generate(model, processor, rows["prompt"], rows["image"], max_new_tokens=max_new_tokens)
+            gens = generate(model, processor, rows["prompt"], rows["image"], max_new_tokens=max_new_tokens)
+            texts, ids = [g.text for g in gens], [list(g.ids) for g in gens]
             scores = mean_scores(score_rows(rows, texts, ids, funcs, trainer_state=state), names)
             entry = {"step": state.global_step, **{HELDOUT_PREFIX + k: v for k, v in scores.items()}}
             entry[HELDOUT_PREFIX + "mean_length"] = float(np.mean([len(i) for i in ids]))
@@ -425,7 +425,8 @@ def heldout_scores(
     rows = data["heldout"]
     if len(rows) == 0:
         return pd.DataFrame(columns=["task", "reward", "mean", "n"])
-    texts, ids = generate(model, processor, rows["prompt"], rows["image"], max_new_tokens=params.max_completion_length)
+    gens = generate(model, processor, rows["prompt"], rows["image"], max_new_tokens=params.max_completion_length)
+    texts, ids = [g.text for g in gens], [list(g.ids) for g in gens]
     frame = score_rows(rows, texts, ids, funcs)
     if is_main_process():
         runs.write_table(frame.assign(completion=[csv_safe(t) for t in frame["completion"]]),

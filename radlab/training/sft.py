@@ -24,13 +24,13 @@ import numpy as np
 import pandas as pd
 
 from radlab import runs
+from radlab.generation import generate
 from radlab.training.common import (
     TrainResult,
     common_trainer_args,
     corpus_from_sft,
     csv_safe,
     filter_tasks,
-    generate,
     is_main_process,
     load_data_split,
     message_text,
@@ -203,7 +203,7 @@ def sample_generations(
     sel = rows.select(order)
     prompts, refs = zip(*(_split_messages(m) for m in sel["messages"]))
     images = [imgs[0] for imgs in sel["images"]]
-    texts, _ = generate(model, processor, list(prompts), images, max_new_tokens=params.max_new_tokens)
+    texts = [g.text for g in generate(model, processor, list(prompts), images, max_new_tokens=params.max_new_tokens)]
     frame = pd.DataFrame({
         "id": sel["id"] if "id" in sel.column_names else [str(i) for i in order],
         "task": sel["task"] if "task" in sel.column_names else [""] * n,
