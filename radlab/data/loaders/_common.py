@@ -208,17 +208,28 @@ class ImageFinder:
     """Find ``<name><ext>`` in a list of folders, listing each folder once (a ``stat`` per image
     and candidate made 10^5-image loads slow).  ``find`` returns ``None`` when absent."""
 
-    def __init__(self, dirs: Sequence[Path], exts: Sequence[str] = ("",)) -> None:
+    def __init__(self, dirs: Sequence[Path], exts: Sequence[str] = ("",), *, recursive: bool = False) -> None:
         self.dirs = list(dirs)
         self.exts = list(exts)
-        self._listing: dict[Path, set[str]] = {}
+        self.recursive = recursive
+        self._listing: dict[Path, dict[str, Path]] = {}
 
-    def _names(self, d: Path) -> set[str]:
+    def _names(self, d: Path) -> dict[str, Path]:
+        """File name -> path in ``d`` (with ``recursive``: in every sub-folder too, the first in
+        sorted order winning, as SIIM's ``<study>/<series>/<SOPInstanceUID>.dcm`` tree needs)."""
         if d not in self._listing:
+            found: dict[str, Path] = {}
             try:
-                self._listing[d] = {e.name for e in os.scandir(d) if e.is_file()}
+                if self.recursive:
+                    for dirpath, dirnames, filenames in os.walk(d):
+                        dirnames.sort()
+                        for f in sorted(filenames):
+                            found.setdefault(f, Path(dirpath) / f)
+                else:
+                    found = {e.name: d / e.name for e in os.scandir(d) if e.is_file()}
             except OSError:
-                self._listing[d] = set()
+                found = {}
+            self._listing[d] = found
         return self._listing[d]
 
     def find(self, name: str) -> Path | None:
@@ -227,7 +238,7 @@ class ImageFinder:
             names = self._names(d)
             for ext in self.exts:
                 if name + ext in names:
-                    return d / (name + ext)
+                    return names[name + ext]
         return None
 
     def default(self, name: str) -> Path:
@@ -236,9 +247,18 @@ class ImageFinder:
 
 
 def image_size(path: Path) -> tuple[int, int] | None:
-    """``(width, height)`` from the image header (PIL reads no pixels), ``None`` if unreadable."""
+    """``(width, height)`` from the image header (no pixels read: PIL for PNG/JPEG, pydicom's
+    header for DICOM), ``None`` if unreadable."""
     from PIL import Image, UnidentifiedImageError
 
+    from radlab.data.images import ImageLoadError, dicom_header, is_dicom
+
+    if is_dicom(path):
+        try:
+            meta = dicom_header(path)
+        except ImageLoadError:
+            return None
+        return int(meta["width"]), int(meta["height"])
     try:
         with Image.open(path) as im:
             return int(im.width), int(im.height)

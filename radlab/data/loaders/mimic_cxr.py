@@ -5,7 +5,8 @@ Layout (``root``; ``.csv`` or ``.csv.gz``)::
     mimic-cxr-2.0.0-split.csv      dicom_id, study_id, subject_id, split      (required)
     mimic-cxr-2.0.0-metadata.csv   dicom_id, subject_id, study_id, ..., ViewPosition, Rows, Columns, ... (required)
     mimic-cxr-2.0.0-chexpert.csv   subject_id, study_id, <14 CheXpert labels> (optional)
-    files/p10/p10000032/s50414267/<dicom_id>.jpg                            (images)
+    files/p10/p10000032/s50414267/<dicom_id>.jpg                            (images; MIMIC-CXR-JPG)
+    files/p10/p10000032/s50414267/<dicom_id>.dcm                            (or the DICOM release)
     files/p10/p10000032/s50414267.txt                                       (reports; may live in reports_dir)
 
 One record per image; study-level report text and labels are repeated on each image of the study.
@@ -250,6 +251,8 @@ def load_mimic_cxr(
         if only_frontal and view not in ("PA", "AP"):
             continue  # a filter the caller asked for, not a data problem
         path = root / image_relpath(subject, study, dicom)
+        if not path.is_file() and path.with_suffix(".dcm").is_file():
+            path = path.with_suffix(".dcm")  # MIMIC-CXR (DICOM) instead of MIMIC-CXR-JPG
         cols, rows = to_float(m["Columns"]), to_float(m["Rows"])
         size = res.image_size(path, split_path, line, check=check_images, default=(int(cols or 0), int(rows or 0)))
         if size is None:

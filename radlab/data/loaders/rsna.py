@@ -5,7 +5,8 @@ Layout (``root``)::
     stage_2_train_labels.csv       patientId, x, y, width, height, Target   (one row per box;
                                    Target=0 rows have empty coordinates)
     stage_2_detailed_class_info.csv  patientId, class                       (optional)
-    stage_2_train_images/<patientId>.png|.jpg|.dcm  (a PNG/JPG export; also accepted: images/)
+    stage_2_train_images/<patientId>.dcm|.png|.jpg  (the Kaggle DICOMs as shipped, or an export;
+                                                    also accepted: images/)
 
 Boxes are top-left ``x, y, width, height`` pixels of the 1024×1024 image → normalised by 1024.
 One record per ``patientId`` (one image each).  CheXpert-14: Target 1 → Pneumonia = 1 and Lung
@@ -35,7 +36,7 @@ from radlab.data.loaders._common import (
 from radlab.data.schema import empty_chexpert, new_record
 from radlab.formats import clip_box, pixel_xywh_to_norm
 
-LAYOUT = "<root>/stage_2_train_labels.csv, images <root>/stage_2_train_images/<patientId>.png (or .jpg)"
+LAYOUT = "<root>/stage_2_train_labels.csv, images <root>/stage_2_train_images/<patientId>.dcm (or .png/.jpg)"
 REF_SIZE = 1024.0
 
 
@@ -60,7 +61,7 @@ def load_rsna(
         ctable = read_csv(cls_path, ["patientId", "class"])
         classes = {r["patientId"].strip(): r["class"].strip() for _, r in ctable.rows}
     finder = ImageFinder([root / image_dir] if image_dir else [root / "stage_2_train_images", root / "images", root],
-                         (".png", ".jpg", ".dcm"))
+                         (".dcm", ".dicom", ".png", ".jpg"))
     res = LoadResult()
     groups: OrderedDict[str, list[tuple[int, dict[str, Any]]]] = OrderedDict()
     table.log_bad(res)
@@ -80,7 +81,7 @@ def load_rsna(
             continue
         positive = targets == {"1"}
         img = (finder.find(pid) if check_images else None) or finder.default(pid)
-        size = res.image_size(img, path, first_line, hint="export DICOMs to PNG first", check=check_images, default=(int(REF_SIZE), int(REF_SIZE)))
+        size = res.image_size(img, path, first_line, check=check_images, default=(int(REF_SIZE), int(REF_SIZE)))
         if size is None:
             continue
         width, height = size

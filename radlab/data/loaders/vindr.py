@@ -6,12 +6,14 @@ Layout (``root``)::
                                                 (also accepted at <root>/annotations_{split}.csv, or Kaggle's
                                                 <root>/train.csv with the extra class_id column)
     image_resolutions_{train,test}.json         {image_id: [Rows, Columns]}  (root or annotations/; RadVLM)
-    {train,test}_jpg/<image_id>.jpg | {train,test}/<image_id>.png|.jpg      (images)
+    {train,test}/<image_id>.dicom               (PhysioNet's DICOMs, read directly)
+    {train,test}_jpg/<image_id>.jpg | {train,test}/<image_id>.png|.jpg      (or an export)
 
 Boxes are ``x_min, y_min, x_max, y_max`` in *original DICOM pixels*; the size is not in the CSV.
-It comes from the resolutions JSON, else (``size_from_image=True``) from the stored image's header,
-which is only right when the stored image keeps the DICOM grid (RadVLM's 512² JPGs do **not**: use
-the JSON with them).  Rows = height, Columns = width.
+For a DICOM it is the file's own Rows/Columns.  For an export it comes from the resolutions JSON,
+else (``size_from_image=True``) from the stored image's header, which is only right when the
+stored image keeps the DICOM grid (RadVLM's 512² JPGs do **not**: use the JSON with them).
+Rows = height, Columns = width.
 
 Train images are read by 3 radiologists independently; ``fuse="wbf"`` (default) merges the
 readers' boxes per (image, class) by weighted box fusion with all scores 1 at IoU 0.1 on
@@ -57,8 +59,9 @@ from radlab.data.loaders._common import (
 from radlab.data.schema import new_record
 from radlab.formats import box_iou, clip_box, pixel_xyxy_to_norm
 
-LAYOUT = ("<root>/annotations/annotations_{train,test}.csv, <root>/[annotations/]image_resolutions_{train,test}.json, "
-          "images <root>/{train,test}_jpg/<image_id>.jpg or <root>/{train,test}/<image_id>.png")
+LAYOUT = ("<root>/annotations/annotations_{train,test}.csv, images <root>/{train,test}/<image_id>.dicom (or an export "
+          "<root>/{train,test}_jpg/<image_id>.jpg | <root>/{train,test}/<image_id>.png with "
+          "<root>/[annotations/]image_resolutions_{train,test}.json)")
 LOCAL_LABELS = (
     "Aortic enlargement", "Atelectasis", "Calcification", "Cardiomegaly", "Clavicle fracture", "Consolidation",
     "Edema", "Emphysema", "Enlarged PA", "ILD", "Infiltration", "Lung cavity", "Lung cyst", "Lung Opacity",
@@ -133,7 +136,12 @@ def _resolutions(root: Path, split: str) -> dict[str, tuple[float, float]]:
 
 def _finder(root: Path, split: str, image_dir: str) -> ImageFinder:
     dirs = [root / image_dir] if image_dir else [root / f"{split}_jpg", root / split, root / f"{split}_png", root]
-    return ImageFinder(dirs, (".jpg", ".png", ".jpeg", ".dicom"))
+    return ImageFinder(dirs, (".dicom", ".dcm", ".jpg", ".png", ".jpeg"))
+
+
+def _has_dicoms(finder: ImageFinder) -> bool:
+    """True when an image folder of ``finder`` holds DICOMs (their headers give the original size)."""
+    return any(n.lower().endswith((".dicom", ".dcm")) for d in finder.dirs for n in finder._names(d))
 
 
 def load_vindr(
@@ -168,11 +176,11 @@ def load_vindr(
         table.log_bad(res)
         finder = _finder(root, split, image_dir)
         sizes = _resolutions(root, split)
-        if not sizes and not size_from_image:
+        if not sizes and not size_from_image and not _has_dicoms(finder):
             raise FileNotFoundError(
                 f"vindr: image size source missing for split {split!r}: neither {root / f'image_resolutions_{split}.json'} "
-                f"nor {root / 'annotations' / f'image_resolutions_{split}.json'} exists; pass size_from_image=True only if "
-                f"the stored images keep the original DICOM size\nexpected layout: {LAYOUT}")
+                f"nor {root / 'annotations' / f'image_resolutions_{split}.json'} exists and the images are not DICOMs; "
+                f"pass size_from_image=True only if the stored images keep the original DICOM size\nexpected layout: {LAYOUT}")
         groups: OrderedDict[str, list[tuple[int, dict[str, Any]]]] = OrderedDict()
         for line, r in table.rows:
             iid = r["image_id"].strip()
@@ -197,10 +205,14 @@ def _load_image(res: LoadResult, finder: ImageFinder, csv_path: Path, split: str
     path = found or finder.default(iid)
     stored = None
     if check_images or size_from_image:
-        stored = res.image_size(path, csv_path, first_line, hint=f"DICOMs need image_resolutions_{split}.json")
+        stored = res.image_size(path, csv_path, first_line)
         if stored is None:
             return
-    ref = sizes.get(iid) or (tuple(float(v) for v in stored) if size_from_image and stored else None)
+    from radlab.data.images import is_dicom
+
+    # A DICOM *is* the original grid; an export needs the JSON (or size_from_image).
+    own = stored is not None and (size_from_image or is_dicom(path))
+    ref = sizes.get(iid) or (tuple(float(v) for v in stored) if own and stored else None)
     if ref is None:
         res.skip(csv_path, first_line, f"image {iid}: no size in image_resolutions_{split}.json")
         return
