@@ -38,7 +38,8 @@ def _eval_rows(args: argparse.Namespace, tmp: Path) -> list[dict]:
     if args.data:
         ds = ev.load_eval_dataset(args.data)
     else:
-        from radlab.data.build import DataParams, build_datasets
+        from radlab.data.build import build_datasets
+        from radlab.params import DataParams
 
         params = DataParams(experiment="bench", output_root=str(tmp), n_train=4, n_validation=0, n_grpo=0,
                             n_eval=args.n, workers=1)

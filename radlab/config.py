@@ -17,20 +17,21 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
-import importlib
 import os
+import re
 import types
 import typing
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import yaml
 
 from radlab import runs
+from radlab.params import STAGE_PARAMS, ParamError
 
-STAGES = ("data", "sft", "cold_start", "grpo", "analysis")
+STAGES = tuple(STAGE_PARAMS)
 NOTEBOOKS = {
     "data": "00_data",
     "sft": "01_sft",
@@ -38,51 +39,17 @@ NOTEBOOKS = {
     "grpo": "03_grpo",
     "analysis": "04_analysis",
 }
-# Import strings, so that importing radlab.config stays light (no torch/trl at import).
-STAGE_PARAMS = {
-    "data": "radlab.data.build:DataParams",
-    "sft": "radlab.training:SFTParams",
-    "cold_start": "radlab.training:ColdStartParams",
-    "grpo": "radlab.training:GRPOParams",
-    "analysis": "radlab.evaluation:AnalysisParams",
-}
-
 _SKIP_INPUT_CHECKS: contextvars.ContextVar[bool] = contextvars.ContextVar("radlab_skip_input_checks", default=False)
 
 # Names an IPython kernel defines that are not parameters.
 _KERNEL_NAMES = {"In", "Out", "exit", "quit", "get_ipython", "open"}
 
 
-class ParamError(ValueError):
-    """A parameter is unknown, mistyped, or points at a missing input. Names the key/path."""
-
-
-@dataclass
-class CommonParams:
-    """Fields every stage shares."""
-
-    STAGE: ClassVar[str] = ""
-
-    experiment: str = field(default="demo", metadata={"help": "experiment name; outputs go to <output_root>/<experiment>/<stage>/"})
-    output_root: str = field(default="runs", metadata={"help": "root folder of all run folders"})
-    seed: int = field(default=0, metadata={"help": "global random seed"})
-
-    @property
-    def run_dir(self) -> Path:
-        """``<output_root>/<experiment>/<run_name or stage>`` for the concrete stage class."""
-        return runs.stage_dir(self.output_root, self.experiment, getattr(self, "run_name", "") or self.STAGE)
-
-    def stage_path(self, stage: str) -> Path:
-        """Run folder of another stage of the same experiment."""
-        return runs.stage_dir(self.output_root, self.experiment, stage)
-
-
 def params_class(stage: str) -> type:
     """The dataclass declaring ``stage``'s parameters."""
     if stage not in STAGE_PARAMS:
         raise ParamError(f"unknown stage {stage!r}; expected one of {STAGES}")
-    module, _, name = STAGE_PARAMS[stage].partition(":")
-    return getattr(importlib.import_module(module), name)
+    return STAGE_PARAMS[stage]
 
 
 def _type_ok(value: Any, tp: Any) -> bool:
@@ -187,6 +154,49 @@ def collect(namespace: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+_OPTION_SEP = re.compile(r":(?=\s*[A-Za-z_][A-Za-z0-9_]*\s*=)")
+
+
+def parse_item(text: str) -> tuple[str, dict[str, Any]]:
+    """``"f1radgraph:level=complete:x=0.5"`` -> ``("f1radgraph", {"level": "complete", "x": 0.5})``.
+
+    One item of a comma-separated list (reward names, data sources): a name, then ``:key=value``
+    options.  Values are YAML scalars (``0.5`` float, ``true`` bool, ``complete`` str); a colon
+    not followed by ``key=`` belongs to the value (``root=C:/data``, ``url=http://host:8000``).
+    Raises :class:`ParamError` naming the item when it is malformed.
+    """
+    item = str(text).strip()
+    name, *options = _OPTION_SEP.split(item)
+    name = name.strip()
+    if not name or "=" in name or ":" in name:
+        raise ParamError(f"item {item!r}: expected 'name' or 'name:key=value:key2=value2'")
+    out: dict[str, Any] = {}
+    for option in options:
+        key, _, raw = option.partition("=")
+        key, raw = key.strip(), raw.strip()
+        if not raw:
+            raise ParamError(f"item {item!r}: option {key!r} has no value (write {key}=VALUE)")
+        if key in out:
+            raise ParamError(f"item {item!r}: option {key!r} given twice")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise ParamError(f"item {item!r}: option {key!r}: {raw!r} is not a YAML scalar") from exc
+        if isinstance(value, (dict, list)):
+            raise ParamError(f"item {item!r}: option {key!r}: {raw!r} must be a scalar, not a {type(value).__name__}")
+        out[key] = value
+    return name, out
+
+
+def parse_items(text: str | Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
+    """``"a,b:k=v,c"`` (or ``["a", "b:k=v"]``) -> ``[("a", {}), ("b", {"k": "v"}), ("c", {})]``.
+
+    Blank items are dropped; option values cannot hold commas (the item separator).
+    """
+    parts = text.split(",") if isinstance(text, str) else [str(t) for t in text]
+    return [parse_item(p) for p in parts if p.strip()]
+
+
 def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a flat params YAML with ``safe_load``; errors name the file."""
     path = Path(path)
@@ -236,8 +246,7 @@ def resolve(stage: str, namespace: Mapping[str, Any], *, write: bool = True) -> 
     (atomically) and clears a stale ``DONE`` marker, so a rerun is never mistaken for complete.
     """
     params = validate(stage, collect(namespace), source=f"notebook {NOTEBOOKS[stage]}.ipynb")
-    # Stages with several runs (grpo / grpo_think, sft / sft_more) name their folder by run_name.
-    run_dir = runs.stage_dir(params.output_root, params.experiment, getattr(params, "run_name", "") or stage)
+    run_dir = params.run_dir
     if write:
         run_dir.mkdir(parents=True, exist_ok=True)
         runs.clear_complete(run_dir)

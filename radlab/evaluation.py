@@ -32,15 +32,15 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, cast
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 
 from radlab import runs
-from radlab.config import CommonParams, ParamError
 from radlab.formats import answer_text, format_boxes
 from radlab.generation import GENERATION_VERSION, Generation, generate
+from radlab.params import AnalysisParams, ParamError
 
 # Canonical model names (docs/architecture.md) and the run folder holding each model, relative
 # to runs/<experiment>/.  ``base`` is the model the SFT stage started from.
@@ -71,77 +71,6 @@ COMPARISONS: tuple[tuple[str, str, str], ...] = (
 )
 
 
-@dataclass
-class AnalysisParams(CommonParams):
-    """Parameters of the analysis stage (``notebooks/04_analysis.ipynb``)."""
-
-    STAGE: ClassVar[str] = "analysis"
-
-    models: str = field(
-        default="sft,sft_more,sft+grpo,cold_start,cold_start+grpo",
-        metadata={"help": "comma-separated models to compare; names map to run folders (see model_dirs)"},
-    )
-    model_dirs: str = field(
-        default="",
-        metadata={"help": "per-model folder overrides, comma-separated, each the model name, an equals sign and a folder or radlab:<size>; empty means runs/<exp>/<run>/model"},
-    )
-    data_dir: str = field(
-        default="",
-        metadata={"help": "data stage folder holding eval/; empty means runs/<exp>/data", "path": "dir",
-                  "missing_hint": "; run notebooks/00_data.ipynb first"},
-    )
-    eval_split: str = field(default="test", metadata={"help": "split of data/eval/ to score"})
-    n_eval: int = field(default=1000, metadata={"help": "rows per task (report, grounding), seeded subset; 0 means all"})
-    batch_size: int = field(default=64, metadata={"help": "prompts per generate() call"})
-    max_new_tokens: int = field(default=96, metadata={"help": "generation budget of non-thinking models"})
-    max_new_tokens_thinking: int = field(default=160, metadata={"help": "generation budget of thinking models (the demo's traces take 60-90 tokens)"})
-    do_sample: bool = field(default=False, metadata={"help": "sample instead of greedy decoding"})
-    temperature: float = field(default=1.0, metadata={"help": "sampling temperature (only with do_sample)"})
-    n_boot: int = field(default=2000, metadata={"help": "bootstrap resamples for CIs and paired tests"})
-    ci: float = field(default=0.95, metadata={"help": "confidence level of the bootstrap intervals"})
-    annotator: str = field(default="rules", metadata={"help": "report annotator of radlab.metrics: 'rules' or 'radgraph-xl'"})
-    report_metric: str = field(default="f1radgraph_partial", metadata={"help": "headline report metric of the findings"})
-    grounding_metric: str = field(default="map50", metadata={"help": "headline grounding metric of the findings"})
-    ablation: bool = field(default=True, metadata={"help": "also evaluate other grpo*/ run folders (Table 3)"})
-    shortcuts: bool = field(default=True, metadata={"help": "score the text-only and shuffled-image baselines"})
-    shortcut_model: str = field(default="sft", metadata={"help": "model that reads the shuffled images"})
-    use_cache: bool = field(default=True, metadata={"help": "reuse cached generations in analysis/generations/"})
-    device: str = field(default="", metadata={"help": "empty means cuda if available, else cpu"})
-    dtype: str = field(default="", metadata={"help": "empty means float32 on cpu, bfloat16 on cuda"})
-    n_qualitative: int = field(default=4, metadata={"help": "examples per task in the qualitative figure"})
-    workers: int = field(default=2, metadata={"help": "CPU only: processes generating side by side, models split across them; 1 runs in this kernel"})
-
-    def __post_init__(self) -> None:
-        if not self.data_dir:
-            self.data_dir = str(self.stage_path("data"))
-        names = model_names(self.models)
-        if not names:
-            raise ParamError("models: name at least one model")
-        overrides = parse_model_dirs(self.model_dirs)
-        unknown = sorted(n for n in names if n not in MODEL_RUNS and n not in overrides)
-        if unknown:
-            raise ParamError(
-                f"models: unknown model(s) {unknown}; known {sorted(MODEL_RUNS)} (or give a path in model_dirs)"
-            )
-        for key in ("n_eval", "n_boot", "n_qualitative"):
-            if getattr(self, key) < 0:
-                raise ParamError(f"{key} must be >= 0, got {getattr(self, key)}")
-        for key in ("batch_size", "max_new_tokens", "max_new_tokens_thinking", "workers"):
-            if getattr(self, key) < 1:
-                raise ParamError(f"{key} must be >= 1, got {getattr(self, key)}")
-        if not 0.0 < self.ci < 1.0:
-            raise ParamError(f"ci must be in (0, 1), got {self.ci}")
-        from radlab.metrics import ANNOTATOR_BACKENDS
-
-        if self.annotator not in ANNOTATOR_BACKENDS:
-            raise ParamError(f"annotator must be one of {ANNOTATOR_BACKENDS}, got {self.annotator!r}")
-        if self.do_sample and self.temperature <= 0:
-            raise ParamError(f"temperature must be > 0 when do_sample, got {self.temperature}")
-
-    @property
-    def experiment_dir(self) -> Path:
-        """``<output_root>/<experiment>``: where the other runs' folders live."""
-        return Path(self.output_root) / self.experiment
 
 
 def model_names(spec: str) -> list[str]:

@@ -155,6 +155,7 @@ def execute(
         sys.executable, "-m", "papermill", str(notebook), str(out_nb),
         "-f", str(params_file),
         "-p", "experiment", experiment,
+        "-p", "run_name", spec.name,
         "-p", "output_root", str(output_root),
         "--cwd", str(root),
         "--no-progress-bar",

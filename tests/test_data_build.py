@@ -13,6 +13,7 @@ import pytest
 from radlab import config
 from radlab.config import ParamError
 from radlab.data import build, tasks
+from radlab.params import DataParams
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = dict(n_train=16, n_validation=4, n_grpo=6, n_eval=6, image_size=64, workers=1, n_gallery=2)
@@ -30,7 +31,7 @@ def _tree_hashes(folder: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
-    params = build.DataParams(output_root=str(root / "a"), experiment="t", **SMALL)
+    params = DataParams(output_root=str(root / "a"), experiment="t", **SMALL)
     return params, build.build_datasets(params, figures=True)
 
 
@@ -82,26 +83,26 @@ def test_reload_for_later_stages(built):
 
 def test_same_seed_gives_byte_identical_datasets(built, tmp_path):
     params, _ = built
-    again = build.DataParams(output_root=str(tmp_path / "b"), experiment="t", **SMALL)
+    again = DataParams(output_root=str(tmp_path / "b"), experiment="t", **SMALL)
     build.build_datasets(again, figures=False)
     a, b = _tree_hashes(params.run_dir), _tree_hashes(again.run_dir)
     assert a and a == b
-    other = build.DataParams(output_root=str(tmp_path / "c"), experiment="t", **{**SMALL, "seed": 1})
+    other = DataParams(output_root=str(tmp_path / "c"), experiment="t", **{**SMALL, "seed": 1})
     build.build_datasets(other, figures=False)
     assert _tree_hashes(other.run_dir) != a
 
 
 def test_parallel_build_matches_serial(tmp_path):
     kw = {**SMALL, "n_train": 70, "n_validation": 0, "n_grpo": 0, "n_eval": 2}
-    serial = build.DataParams(output_root=str(tmp_path / "s"), experiment="t", **kw)
-    par = build.DataParams(output_root=str(tmp_path / "p"), experiment="t", **{**kw, "workers": 2})
+    serial = DataParams(output_root=str(tmp_path / "s"), experiment="t", **kw)
+    par = DataParams(output_root=str(tmp_path / "p"), experiment="t", **{**kw, "workers": 2})
     rs, _ = build.build_records(serial, serial.run_dir)
     rp, _ = build.build_records(par, par.run_dir)
     assert rs == rp
 
 
 def test_qwen1000_and_thinking_switches(tmp_path):
-    params = build.DataParams(output_root=str(tmp_path), experiment="t", box_format="qwen1000", thinking_eval=True,
+    params = DataParams(output_root=str(tmp_path), experiment="t", box_format="qwen1000", thinking_eval=True,
                               **{**SMALL, "n_train": 4, "n_validation": 0, "n_grpo": 2, "n_eval": 4})
     res = build.build_datasets(params, figures=False)
     ev = res.datasets["eval"]["test"]
@@ -128,15 +129,14 @@ def test_param_errors(tmp_path):
 
 
 def test_unknown_real_source_is_a_param_error(tmp_path):
-    params = build.DataParams(output_root=str(tmp_path), experiment="t", source="no_such_dataset",
+    params = DataParams(output_root=str(tmp_path), experiment="t", source="no_such_dataset",
                               source_root=str(tmp_path), **SMALL)
     with pytest.raises(ParamError, match="no_such_dataset"):
         build.build_datasets(params, figures=False)
 
 
-def test_params_yaml_match_defaults():
-    demo = config.load_yaml(ROOT / "params" / "demo" / "data.yaml")
-    assert demo == config.defaults("data")
+def test_smoke_params_are_small():
+    # params/demo/data.yaml equals the defaults: tests/test_config.py checks every stage's demo file.
     smoke = config.validate("data", config.load_yaml(ROOT / "params" / "smoke" / "data.yaml"))
     assert smoke.n_train <= 32 and smoke.image_size <= 64
 
@@ -170,7 +170,7 @@ def test_real_source_through_the_loader_registry(tmp_path):
     names = [line.split(",")[0] for line in (root / "Data_Entry_2017_v2020.csv").read_text().splitlines()[1:] if line]
     for i, name in enumerate(names):
         Image.fromarray(np.full((96, 128), 40 + 20 * i, dtype=np.uint8)).save(root / "images" / name)
-    params = build.DataParams(output_root=str(tmp_path / "runs"), experiment="t", source="nih", source_root=str(root),
+    params = DataParams(output_root=str(tmp_path / "runs"), experiment="t", source="nih", source_root=str(root),
                               **{**SMALL, "n_grpo": 0})
     res = build.build_datasets(params, figures=False)
     n = sum(len(v) for v in res.records.values()) + len(res.skipped)
@@ -184,7 +184,7 @@ def test_real_source_through_the_loader_registry(tmp_path):
 
 
 def test_minimal_pair_dataset():
-    params = build.DataParams(image_size=64)
+    params = DataParams(image_size=64)
     ds = build.minimal_pair_dataset(params, 4)
     assert tuple(ds.column_names) == tasks.GRPO_COLUMNS
     ids = ds["id"]

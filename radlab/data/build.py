@@ -34,93 +34,17 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import datasets
 import numpy as np
 import pandas as pd
 
-from radlab import formats, runs
-from radlab.config import CommonParams, ParamError
+from radlab import runs
 from radlab.data import phantom, schema, tasks
+from radlab.params import PHANTOM, DataParams, ParamError
 
 POOLS = ("train", "validate", "grpo", "test")
-PHANTOM = "phantom"
-
-
-@dataclass
-class DataParams(CommonParams):
-    """Parameters of the data stage (``notebooks/00_data.ipynb``)."""
-
-    STAGE: ClassVar[str] = "data"
-
-    source: str = field(default=PHANTOM, metadata={"help": "'phantom' (synthetic) or a real dataset name known to radlab.data.loaders"})
-    source_root: str = field(default="", metadata={"help": "folder of the real dataset (unused for phantom)", "path": "dir"})
-    source_limit: int = field(default=0, metadata={"help": "read at most this many real records (0: all)"})
-    n_train: int = field(default=3000, metadata={"help": "SFT training cases (patients)"})
-    n_validation: int = field(default=100, metadata={"help": "SFT validation cases"})
-    n_grpo: int = field(default=2000, metadata={"help": "GRPO prompt cases (fresh patients, disjoint from SFT)"})
-    n_eval: int = field(default=1000, metadata={"help": "test cases; each gives one report and one grounding item"})
-    image_size: int = field(default=128, metadata={"help": "image side in pixels (multiple of 32)"})
-    difficulty: float = field(default=0.3, metadata={"help": "phantom difficulty in [0,1]: lower contrast, more noise/jitter"})
-    prevalence: float = field(default=0.25, metadata={"help": "phantom probability of each finding kind"})
-    p_mention_min: float = field(default=0.2, metadata={"help": "phantom: min probability that an absent finding is negated"})
-    p_mention_max: float = field(default=0.6, metadata={"help": "phantom: max probability that an absent finding is negated"})
-    p_uncertain: float = field(default=0.15, metadata={"help": "phantom: share of findings drawn near threshold (hedged, label -1)"})
-    mix_report: float = field(default=1.0, metadata={"help": "SFT report rows per case"})
-    mix_abnormality: float = field(default=0.5, metadata={"help": "SFT one-class abnormality grounding rows per case (weight for GRPO/eval)"})
-    mix_abnormality_all: float = field(default=0.1, metadata={"help": "SFT all-abnormality grounding rows per case (weight for GRPO/eval)"})
-    mix_anatomy: float = field(default=0.2, metadata={"help": "SFT anatomy grounding rows per case (weight for GRPO/eval)"})
-    mix_phrase: float = field(default=0.2, metadata={"help": "SFT phrase grounding rows per case (weight for GRPO/eval)"})
-    negative_rate: float = field(default=0.2, metadata={"help": "share of one-class abnormality items asking for an absent finding"})
-    box_format: str = field(default="norm", metadata={"help": "box text in answers: 'norm' ([0.12, 0.34, ...]) or 'qwen1000'"})
-    thinking_grpo: bool = field(default=False, metadata={"help": "GRPO prompts ask for <think>...</think> first"})
-    thinking_eval: bool = field(default=False, metadata={"help": "eval prompts ask for <think>...</think> first"})
-    workers: int = field(default=2, metadata={"help": "processes for rendering (1: in-process)"})
-    n_gallery: int = field(default=8, metadata={"help": "samples in the gallery figure"})
-
-    def __post_init__(self) -> None:
-        if self.image_size < 32 or self.image_size % 32:
-            raise ParamError(f"image_size must be a multiple of 32 and >= 32, got {self.image_size}")
-        if self.box_format not in formats.BOX_FORMATS:
-            raise ParamError(f"box_format must be one of {formats.BOX_FORMATS}, got {self.box_format!r}")
-        for name in ("n_train", "n_eval"):
-            if getattr(self, name) < 1:
-                raise ParamError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("n_validation", "n_grpo", "source_limit"):
-            if getattr(self, name) < 0:
-                raise ParamError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("difficulty", "prevalence", "p_mention_min", "p_mention_max", "negative_rate"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ParamError(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        if self.p_mention_min > self.p_mention_max:
-            raise ParamError(f"p_mention_min ({self.p_mention_min}) must be <= p_mention_max ({self.p_mention_max})")
-        if not 0.0 <= self.p_uncertain < 1.0:
-            raise ParamError(f"p_uncertain must be in [0, 1), got {self.p_uncertain}")
-        mixes = self.mix()
-        if any(v < 0 for v in mixes.values()):
-            raise ParamError(f"mix_* must be >= 0, got {mixes}")
-        if mixes["report"] <= 0 and sum(mixes[k] for k in tasks.GROUNDING_KINDS) <= 0:
-            raise ParamError("at least one mix_* must be > 0")
-        if self.workers < 1:
-            raise ParamError(f"workers must be >= 1, got {self.workers}")
-        if self.source != PHANTOM and not self.source_root:
-            raise ParamError(f"source {self.source!r} needs source_root (the dataset folder)")
-
-    def mix(self) -> dict[str, float]:
-        """``{"report": .., "abnormality": .., ...}`` from the ``mix_*`` fields."""
-        return {"report": self.mix_report, **{k: getattr(self, f"mix_{k}") for k in tasks.GROUNDING_KINDS}}
-
-    def phantom_config(self) -> phantom.PhantomConfig:
-        """The generator config these params imply."""
-        return phantom.PhantomConfig(
-            image_size=self.image_size, difficulty=self.difficulty, prevalence=self.prevalence,
-            p_mention_min=self.p_mention_min, p_mention_max=self.p_mention_max, p_uncertain=self.p_uncertain,
-        )
-
-    def pool_sizes(self) -> dict[str, int]:
-        """Cases per pool."""
-        return {"train": self.n_train, "validate": self.n_validation, "grpo": self.n_grpo, "test": self.n_eval}
 
 
 @dataclass
@@ -147,6 +71,14 @@ class BuildResult:
             "skipped": len(self.skipped),
             "seconds": round(self.seconds, 1),
         }
+
+
+def phantom_config(params: DataParams) -> phantom.PhantomConfig:
+    """The generator config the data params imply."""
+    return phantom.PhantomConfig(
+        image_size=params.image_size, difficulty=params.difficulty, prevalence=params.prevalence,
+        p_mention_min=params.p_mention_min, p_mention_max=params.p_mention_max, p_uncertain=params.p_uncertain,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -185,7 +117,7 @@ def _write_png(staging: Path, rel: str, data: bytes) -> None:
 
 
 def _phantom_records(params: DataParams, staging: Path) -> tuple[dict[str, list[dict[str, Any]]], list[dict[str, Any]]]:
-    cfg = params.phantom_config()
+    cfg = phantom_config(params)
     jobs = [(params.seed, pool, i, cfg) for pool, n in params.pool_sizes().items() for i in range(n)]
     results = _map(_phantom_worker, jobs, params.workers)
     by_pool: dict[str, list[dict[str, Any]]] = {p: [] for p in POOLS}
@@ -472,7 +404,7 @@ def minimal_pair_dataset(params: DataParams, n: int) -> datasets.Dataset:
     pairs).  GRPO/eval columns; ``id`` is ``phantom-pair-<i>-<a|b>:<kind>:0`` so members pair up
     by the prefix before ``-a``/``-b``.
     """
-    cfg = params.phantom_config()
+    cfg = phantom_config(params)
     rows = []
     for pair in phantom.minimal_pairs(params.seed, n, cfg, pool="test"):
         for case in (pair.a, pair.b):
@@ -509,6 +441,6 @@ def params_from_dict(values: Mapping[str, Any]) -> DataParams:
 
 
 __all__ = [
-    "DataParams", "BuildResult", "POOLS", "build_records", "build_task_datasets", "build_datasets",
+    "BuildResult", "POOLS", "build_records", "build_task_datasets", "build_datasets",
     "load_stage_datasets", "record_image", "minimal_pair_dataset", "counts_table", "records_dataset", "enforce_patient_disjoint", "params_from_dict",
 ]

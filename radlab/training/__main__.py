@@ -53,9 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ParamError as exc:
         print(f"radlab.training: {exc}", file=sys.stderr)
         return 2
-    import radlab.training as training
-
-    summary = getattr(training, STAGE_RUNNERS[args.stage])(run.params, run.run_dir)
+    summary = STAGE_RUNNERS[args.stage](run.params, run.run_dir)
     state.wait_for_everyone()
     if is_main_process():
         summary["num_processes"] = state.num_processes

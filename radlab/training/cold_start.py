@@ -52,6 +52,7 @@ import pandas as pd
 from radlab import runs
 from radlab.formats import THINK_CLOSE, THINK_OPEN, parse_boxes
 from radlab.generation import generate
+from radlab.params import ColdStartParams, split_list
 from radlab.training.common import (
     TrainResult,
     filter_tasks,
@@ -61,7 +62,6 @@ from radlab.training.common import (
     prepare_model,
     subsample,
 )
-from radlab.training.params import ColdStartParams, split_list
 from radlab.training.sft import train_sft_rows
 
 READING_GUIDE = """\

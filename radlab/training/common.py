@@ -31,8 +31,7 @@ from typing import Any
 import pandas as pd
 
 from radlab import runs
-from radlab.config import ParamError
-from radlab.training.params import TrainingParams
+from radlab.params import ParamError, TrainingParams
 
 CHECKPOINTS = "checkpoints"
 _CKPT_RE = re.compile(r"^checkpoint-(\d+)$")

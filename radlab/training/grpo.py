@@ -35,6 +35,7 @@ import pandas as pd
 from radlab import runs
 from radlab.formats import completion_text
 from radlab.generation import generate, vision_token_ids
+from radlab.params import GRPOParams, split_list
 from radlab.training.common import (
     TrainResult,
     common_trainer_args,
@@ -52,7 +53,6 @@ from radlab.training.common import (
     subsample,
     wall_time_callback,
 )
-from radlab.training.params import GRPOParams, split_list
 
 HELDOUT_PREFIX = "heldout/"
 

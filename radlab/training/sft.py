@@ -25,6 +25,7 @@ import pandas as pd
 
 from radlab import runs
 from radlab.generation import generate
+from radlab.params import SFTParams, _SFTLikeParams, split_list
 from radlab.training.common import (
     TrainResult,
     common_trainer_args,
@@ -43,7 +44,6 @@ from radlab.training.common import (
     subsample,
     wall_time_callback,
 )
-from radlab.training.params import SFTParams, _SFTLikeParams, split_list
 
 LOSS_PANELS = (("training loss", ["loss"]), ("learning rate", ["learning_rate"]), ("grad norm", ["grad_norm"]))
 

@@ -1,13 +1,16 @@
-"""Parameters of the three training stages: SFT, cold-start SFT on ``<think>`` traces, GRPO.
+"""Every stage's parameters, in one place: one dataclass per stage, ``STAGE_PARAMS`` maps them.
 
 Each dataclass is what one notebook's ``parameters`` cell declares (same names, types and
-defaults: the demo's) and what ``radlab.config.resolve`` validates.  Fields are flat literals so
-that papermill ``-p`` and flat YAML files can set every one of them; ``""`` / ``0`` mean
-"derive" and ``__post_init__`` fills the derived values (input folders from the experiment,
-the starting checkpoint from the previous stage, reward lists from ``thinking``).
+defaults: the demo's) and what :func:`radlab.config.validate` checks.  Fields are flat literals so
+that papermill ``-p`` and flat YAML files can set every one of them; field ``metadata`` carries
+``help`` and, for input paths, ``path="file" | "dir"`` (must exist once derived defaults are
+filled in).  ``""`` / ``0`` mean "derive": ``__post_init__`` fills derived values (input folders
+from the experiment, the starting checkpoint from the previous run, reward lists from
+``thinking``) and rejects bad values with a :class:`ParamError` naming the field.
 
-This module imports neither torch nor TRL, so validating parameters is instant and happens
-before any model is loaded.
+Every stage shares :class:`CommonParams`: ``experiment``, ``output_root``, ``seed``, ``stage``
+(the stage a params file is written for; checked against the class) and ``run_name`` (the run
+folder; ``''`` = the stage name).
 """
 
 from __future__ import annotations
@@ -16,8 +19,133 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from radlab import runs
-from radlab.config import CommonParams, ParamError
+from radlab import formats, runs
+from radlab.data.tasks import GROUNDING_KINDS
+
+
+class ParamError(ValueError):
+    """A parameter is unknown, mistyped, or points at a missing input. Names the key/path."""
+
+
+def _help(text: str, **extra: Any) -> dict[str, Any]:
+    return {"help": text, **extra}
+
+
+@dataclass
+class CommonParams:
+    """Fields every stage shares."""
+
+    STAGE: ClassVar[str] = ""
+
+    experiment: str = field(default="demo", metadata=_help("experiment name; outputs go to <output_root>/<experiment>/<run_name>/"))
+    output_root: str = field(default="runs", metadata=_help("root folder of all run folders"))
+    seed: int = field(default=0, metadata=_help("global random seed"))
+    stage: str = field(default="", metadata=_help(
+        "the stage these parameters are for (params files say it; radlab run picks the notebook by it); "
+        "'' = this notebook's stage, anything else must equal it"))
+    run_name: str = field(default="", metadata=_help(
+        "run folder name under <output_root>/<experiment>/ (radlab run passes the params file's name); '' = the stage name"))
+
+    def __post_init__(self) -> None:
+        if self.stage and self.stage != self.STAGE:
+            raise ParamError(
+                f"parameter 'stage': the params say stage {self.stage!r}, but these are the parameters of "
+                f"stage {self.STAGE!r}; run them with the {self.stage!r} notebook or fix 'stage'")
+        self.stage = self.STAGE
+        if not self.run_name:
+            self.run_name = self.STAGE
+        if "/" in self.run_name or "\\" in self.run_name or self.run_name in (".", ".."):
+            raise ParamError(f"parameter 'run_name': {self.run_name!r} must be a plain folder name")
+
+    @property
+    def run_dir(self) -> Path:
+        """``<output_root>/<experiment>/<run_name>`` (several runs of one stage can coexist)."""
+        return runs.stage_dir(self.output_root, self.experiment, self.run_name or self.STAGE)
+
+    def stage_path(self, run: str) -> Path:
+        """Run folder of another run of the same experiment."""
+        return runs.stage_dir(self.output_root, self.experiment, run)
+
+
+# --------------------------------------------------------------------------------------------
+# data
+# --------------------------------------------------------------------------------------------
+
+PHANTOM = "phantom"
+
+
+@dataclass
+class DataParams(CommonParams):
+    """Parameters of the data stage (``notebooks/00_data.ipynb``)."""
+
+    STAGE: ClassVar[str] = "data"
+
+    source: str = field(default=PHANTOM, metadata={"help": "'phantom' (synthetic) or a real dataset name known to radlab.data.loaders"})
+    source_root: str = field(default="", metadata={"help": "folder of the real dataset (unused for phantom)", "path": "dir"})
+    source_limit: int = field(default=0, metadata={"help": "read at most this many real records (0: all)"})
+    n_train: int = field(default=3000, metadata={"help": "SFT training cases (patients)"})
+    n_validation: int = field(default=100, metadata={"help": "SFT validation cases"})
+    n_grpo: int = field(default=2000, metadata={"help": "GRPO prompt cases (fresh patients, disjoint from SFT)"})
+    n_eval: int = field(default=1000, metadata={"help": "test cases; each gives one report and one grounding item"})
+    image_size: int = field(default=128, metadata={"help": "image side in pixels (multiple of 32)"})
+    difficulty: float = field(default=0.3, metadata={"help": "phantom difficulty in [0,1]: lower contrast, more noise/jitter"})
+    prevalence: float = field(default=0.25, metadata={"help": "phantom probability of each finding kind"})
+    p_mention_min: float = field(default=0.2, metadata={"help": "phantom: min probability that an absent finding is negated"})
+    p_mention_max: float = field(default=0.6, metadata={"help": "phantom: max probability that an absent finding is negated"})
+    p_uncertain: float = field(default=0.15, metadata={"help": "phantom: share of findings drawn near threshold (hedged, label -1)"})
+    mix_report: float = field(default=1.0, metadata={"help": "SFT report rows per case"})
+    mix_abnormality: float = field(default=0.5, metadata={"help": "SFT one-class abnormality grounding rows per case (weight for GRPO/eval)"})
+    mix_abnormality_all: float = field(default=0.1, metadata={"help": "SFT all-abnormality grounding rows per case (weight for GRPO/eval)"})
+    mix_anatomy: float = field(default=0.2, metadata={"help": "SFT anatomy grounding rows per case (weight for GRPO/eval)"})
+    mix_phrase: float = field(default=0.2, metadata={"help": "SFT phrase grounding rows per case (weight for GRPO/eval)"})
+    negative_rate: float = field(default=0.2, metadata={"help": "share of one-class abnormality items asking for an absent finding"})
+    box_format: str = field(default="norm", metadata={"help": "box text in answers: 'norm' ([0.12, 0.34, ...]) or 'qwen1000'"})
+    thinking_grpo: bool = field(default=False, metadata={"help": "GRPO prompts ask for <think>...</think> first"})
+    thinking_eval: bool = field(default=False, metadata={"help": "eval prompts ask for <think>...</think> first"})
+    workers: int = field(default=2, metadata={"help": "processes for rendering (1: in-process)"})
+    n_gallery: int = field(default=8, metadata={"help": "samples in the gallery figure"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.image_size < 32 or self.image_size % 32:
+            raise ParamError(f"image_size must be a multiple of 32 and >= 32, got {self.image_size}")
+        if self.box_format not in formats.BOX_FORMATS:
+            raise ParamError(f"box_format must be one of {formats.BOX_FORMATS}, got {self.box_format!r}")
+        for name in ("n_train", "n_eval"):
+            if getattr(self, name) < 1:
+                raise ParamError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("n_validation", "n_grpo", "source_limit"):
+            if getattr(self, name) < 0:
+                raise ParamError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("difficulty", "prevalence", "p_mention_min", "p_mention_max", "negative_rate"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ParamError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.p_mention_min > self.p_mention_max:
+            raise ParamError(f"p_mention_min ({self.p_mention_min}) must be <= p_mention_max ({self.p_mention_max})")
+        if not 0.0 <= self.p_uncertain < 1.0:
+            raise ParamError(f"p_uncertain must be in [0, 1), got {self.p_uncertain}")
+        mixes = self.mix()
+        if any(v < 0 for v in mixes.values()):
+            raise ParamError(f"mix_* must be >= 0, got {mixes}")
+        if mixes["report"] <= 0 and sum(mixes[k] for k in GROUNDING_KINDS) <= 0:
+            raise ParamError("at least one mix_* must be > 0")
+        if self.workers < 1:
+            raise ParamError(f"workers must be >= 1, got {self.workers}")
+        if self.source != PHANTOM and not self.source_root:
+            raise ParamError(f"source {self.source!r} needs source_root (the dataset folder)")
+
+    def mix(self) -> dict[str, float]:
+        """``{"report": .., "abnormality": .., ...}`` from the ``mix_*`` fields."""
+        return {"report": self.mix_report, **{k: getattr(self, f"mix_{k}") for k in GROUNDING_KINDS}}
+
+    def pool_sizes(self) -> dict[str, int]:
+        """Cases per pool."""
+        return {"train": self.n_train, "validate": self.n_validation, "grpo": self.n_grpo, "test": self.n_eval}
+
+
+# --------------------------------------------------------------------------------------------
+# training: SFT, cold-start SFT on <think> traces, GRPO
+# --------------------------------------------------------------------------------------------
 
 DATA_HINT = "; run notebooks/00_data.ipynb first (or set data_dir)"
 SFT_HINT = "; run notebooks/01_sft.ipynb first (or set init_model)"
@@ -30,10 +158,6 @@ SCALE_REWARDS = ("group", "batch", "none")
 VLLM_MODES = ("colocate", "server")
 TRACE_SOURCES = ("phantom", "teacher_api", "teacher_local")
 TASKS = ("report", "grounding")
-
-
-def _help(text: str, **extra: Any) -> dict[str, Any]:
-    return {"help": text, **extra}
 
 
 def split_list(value: str | list[Any] | tuple[Any, ...]) -> list[str]:
@@ -49,7 +173,6 @@ class TrainingParams(CommonParams):
 
     STAGE: ClassVar[str] = ""
 
-    run_name: str = field(default="", metadata=_help("run folder name under <output_root>/<experiment>/; '' = the stage name"))
     data_dir: str = field(default="", metadata=_help(
         "data stage folder (holds sft/, grpo/, eval/, records/); '' = <output_root>/<experiment>/data",
         path="dir", missing_hint=DATA_HINT))
@@ -83,10 +206,7 @@ class TrainingParams(CommonParams):
     dataloader_num_workers: int = field(default=0, metadata=_help("DataLoader worker processes"))
 
     def __post_init__(self) -> None:
-        if not self.run_name:
-            self.run_name = self.STAGE
-        if "/" in self.run_name or self.run_name in (".", ".."):
-            raise ParamError(f"parameter 'run_name': {self.run_name!r} must be a plain folder name")
+        super().__post_init__()
         if not self.data_dir:
             self.data_dir = str(self.stage_path("data"))
         if self.lr_scheduler_type not in LR_SCHEDULERS:
@@ -101,11 +221,6 @@ class TrainingParams(CommonParams):
             raise ParamError(f"parameter 'learning_rate' must be > 0, got {self.learning_rate}")
         if self.max_steps == 0 and self.num_train_epochs <= 0:
             raise ParamError("set max_steps > 0 or num_train_epochs > 0")
-
-    @property
-    def run_dir(self) -> Path:
-        """``<output_root>/<experiment>/<run_name>`` (several runs of one stage can coexist)."""
-        return runs.stage_dir(self.output_root, self.experiment, self.run_name or self.STAGE)
 
     def lora_dict(self) -> dict[str, Any] | None:
         """The ``lora=`` argument of :func:`radlab.models.load_model_and_processor` (``None`` = full FT)."""
@@ -333,3 +448,94 @@ class GRPOParams(TrainingParams):
             raise ParamError("need 0 <= report_fraction < 1, temperature > 0, max_completion_length >= 1")
         if min(self.eval_every, self.eval_rows, self.completions_every, self.max_train_prompts) < 0:
             raise ParamError("eval_every, eval_rows, completions_every and max_train_prompts must be >= 0")
+
+
+# --------------------------------------------------------------------------------------------
+# analysis
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class AnalysisParams(CommonParams):
+    """Parameters of the analysis stage (``notebooks/04_analysis.ipynb``)."""
+
+    STAGE: ClassVar[str] = "analysis"
+
+    models: str = field(
+        default="sft,sft_more,sft+grpo,cold_start,cold_start+grpo",
+        metadata={"help": "comma-separated models to compare; names map to run folders (see model_dirs)"},
+    )
+    model_dirs: str = field(
+        default="",
+        metadata={"help": "per-model folder overrides, comma-separated, each the model name, an equals sign and a folder or radlab:<size>; empty means runs/<exp>/<run>/model"},
+    )
+    data_dir: str = field(
+        default="",
+        metadata={"help": "data stage folder holding eval/; empty means runs/<exp>/data", "path": "dir",
+                  "missing_hint": "; run notebooks/00_data.ipynb first"},
+    )
+    eval_split: str = field(default="test", metadata={"help": "split of data/eval/ to score"})
+    n_eval: int = field(default=1000, metadata={"help": "rows per task (report, grounding), seeded subset; 0 means all"})
+    batch_size: int = field(default=64, metadata={"help": "prompts per generate() call"})
+    max_new_tokens: int = field(default=96, metadata={"help": "generation budget of non-thinking models"})
+    max_new_tokens_thinking: int = field(default=160, metadata={"help": "generation budget of thinking models (the demo's traces take 60-90 tokens)"})
+    do_sample: bool = field(default=False, metadata={"help": "sample instead of greedy decoding"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature (only with do_sample)"})
+    n_boot: int = field(default=2000, metadata={"help": "bootstrap resamples for CIs and paired tests"})
+    ci: float = field(default=0.95, metadata={"help": "confidence level of the bootstrap intervals"})
+    annotator: str = field(default="rules", metadata={"help": "report annotator of radlab.metrics: 'rules' or 'radgraph-xl'"})
+    report_metric: str = field(default="f1radgraph_partial", metadata={"help": "headline report metric of the findings"})
+    grounding_metric: str = field(default="map50", metadata={"help": "headline grounding metric of the findings"})
+    ablation: bool = field(default=True, metadata={"help": "also evaluate other grpo*/ run folders (Table 3)"})
+    shortcuts: bool = field(default=True, metadata={"help": "score the text-only and shuffled-image baselines"})
+    shortcut_model: str = field(default="sft", metadata={"help": "model that reads the shuffled images"})
+    use_cache: bool = field(default=True, metadata={"help": "reuse cached generations in analysis/generations/"})
+    device: str = field(default="", metadata={"help": "empty means cuda if available, else cpu"})
+    dtype: str = field(default="", metadata={"help": "empty means float32 on cpu, bfloat16 on cuda"})
+    n_qualitative: int = field(default=4, metadata={"help": "examples per task in the qualitative figure"})
+    workers: int = field(default=2, metadata={"help": "CPU only: processes generating side by side, models split across them; 1 runs in this kernel"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.data_dir:
+            self.data_dir = str(self.stage_path("data"))
+        from radlab.evaluation import MODEL_RUNS, model_names, parse_model_dirs
+
+        names = model_names(self.models)
+        if not names:
+            raise ParamError("models: name at least one model")
+        overrides = parse_model_dirs(self.model_dirs)
+        unknown = sorted(n for n in names if n not in MODEL_RUNS and n not in overrides)
+        if unknown:
+            raise ParamError(
+                f"models: unknown model(s) {unknown}; known {sorted(MODEL_RUNS)} (or give a path in model_dirs)"
+            )
+        for key in ("n_eval", "n_boot", "n_qualitative"):
+            if getattr(self, key) < 0:
+                raise ParamError(f"{key} must be >= 0, got {getattr(self, key)}")
+        for key in ("batch_size", "max_new_tokens", "max_new_tokens_thinking", "workers"):
+            if getattr(self, key) < 1:
+                raise ParamError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if not 0.0 < self.ci < 1.0:
+            raise ParamError(f"ci must be in (0, 1), got {self.ci}")
+        from radlab.metrics import ANNOTATOR_BACKENDS
+
+        if self.annotator not in ANNOTATOR_BACKENDS:
+            raise ParamError(f"annotator must be one of {ANNOTATOR_BACKENDS}, got {self.annotator!r}")
+        if self.do_sample and self.temperature <= 0:
+            raise ParamError(f"temperature must be > 0 when do_sample, got {self.temperature}")
+
+    @property
+    def experiment_dir(self) -> Path:
+        """``<output_root>/<experiment>``: where the other runs' folders live."""
+        return Path(self.output_root) / self.experiment
+
+
+# stage -> its params class, in the pipeline's natural order.
+STAGE_PARAMS: dict[str, type[CommonParams]] = {
+    "data": DataParams,
+    "sft": SFTParams,
+    "cold_start": ColdStartParams,
+    "grpo": GRPOParams,
+    "analysis": AnalysisParams,
+}
