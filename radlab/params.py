@@ -15,6 +15,9 @@ folder; ``''`` = the stage name).
 
 from __future__ import annotations
 
+import dataclasses
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -65,6 +68,39 @@ class CommonParams:
     def stage_path(self, run: str) -> Path:
         """Run folder of another run of the same experiment."""
         return runs.stage_dir(self.output_root, self.experiment, run)
+
+    def run_of(self, path: str) -> str | None:
+        """The run of this experiment whose folder holds ``path``, else ``None``.
+
+        ``runs/demo/sft/model`` -> ``"sft"`` (relative paths are taken from the current folder, as the
+        notebooks see them); a path outside ``<output_root>/<experiment>/`` belongs to no run.
+        """
+        if not path:
+            return None
+        experiment_dir = Path(os.path.abspath(self.output_root)) / self.experiment
+        try:
+            rel = Path(os.path.abspath(path)).relative_to(experiment_dir)
+        except ValueError:
+            return None
+        return rel.parts[0] if rel.parts else None
+
+    def depends_on(self, experiment_runs: Mapping[str, str]) -> list[str]:
+        """The runs of this experiment that this run reads, in field order.
+
+        Derived from the input fields (those with ``path`` metadata, after ``__post_init__`` filled
+        the derived defaults): ``data_dir`` '' -> the ``data`` run, GRPO's ``init_model`` '' -> ``sft`` or
+        ``cold_start`` by ``thinking``, ``init_run: sft`` -> ``sft``, any path into
+        ``<output_root>/<experiment>/<run>/`` -> that run.  ``experiment_runs`` maps every run of the
+        experiment to its stage (for stages that read all runs of a kind, like the analysis).
+        """
+        out: list[str] = []
+        for f in dataclasses.fields(self):
+            if not f.metadata.get("path"):
+                continue
+            run = self.run_of(getattr(self, f.name))
+            if run and run != self.run_name and run not in out:
+                out.append(run)
+        return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -158,6 +194,8 @@ SCALE_REWARDS = ("group", "batch", "none")
 VLLM_MODES = ("colocate", "server")
 TRACE_SOURCES = ("phantom", "teacher_api", "teacher_local")
 TASKS = ("report", "grounding")
+# Stages whose runs write a model (<run>/model/).
+TRAINING_STAGES = ("sft", "cold_start", "grpo")
 
 
 def split_list(value: str | list[Any] | tuple[Any, ...]) -> list[str]:
@@ -529,6 +567,12 @@ class AnalysisParams(CommonParams):
     def experiment_dir(self) -> Path:
         """``<output_root>/<experiment>``: where the other runs' folders live."""
         return Path(self.output_root) / self.experiment
+
+    def depends_on(self, experiment_runs: Mapping[str, str]) -> list[str]:
+        """Its inputs (the data run) and every model run of the experiment: the analysis finds and
+        compares every training run's model, so it runs after all of them."""
+        out = super().depends_on(experiment_runs)
+        return out + [r for r, stage in experiment_runs.items() if stage in TRAINING_STAGES and r not in out]
 
 
 # stage -> its params class, in the pipeline's natural order.

@@ -6,13 +6,17 @@ folder holds ``DONE`` is skipped unless forced.  Runs form a small dependency gr
 ``jobs=2`` independent runs (e.g. ``grpo`` and ``cold_start``) share the two cores, each kernel
 limited to ``threads`` torch/OMP threads.
 
-A run is one execution of a stage notebook; most stages have one run named after the stage,
-the GRPO stage has two (``grpo`` with ``thinking: false`` and ``grpo_think``), and the SFT stage
-has the compute-matched control ``sft_more``.
+An experiment is its params folder: every ``params/<experiment>/<run>.yaml`` is a run, one
+execution of the notebook its ``stage:`` key names, in the run folder named after the file (the
+runner passes ``-p run_name <run>``).  The runs a run waits for follow from the inputs it names
+(``data_dir``, ``init_model``, ``init_run``, GRPO's derived start model; the analysis reads every
+model run): see :meth:`radlab.params.CommonParams.depends_on`.  ``radlab run <exp> --dry-run``
+prints the graph (:func:`describe`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -22,32 +26,20 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from radlab import runs
-from radlab.config import NOTEBOOKS, STAGES, ParamError, load_yaml
+from radlab.config import NOTEBOOKS, STAGES, ParamError, load_yaml, validate
 
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One notebook execution: ``name`` is its run folder, ``stage`` picks the notebook."""
+    """One notebook execution: ``name`` is its run folder (the params file's stem), ``stage`` picks
+    the notebook, ``after`` lists the runs of the experiment it reads (from its input fields)."""
 
     name: str
     stage: str
     after: tuple[str, ...] = ()
-
-
-# Order matters for jobs=1 (it is the order printed and executed).
-RUNS: tuple[RunSpec, ...] = (
-    RunSpec("data", "data"),
-    RunSpec("sft", "sft", ("data",)),
-    RunSpec("cold_start", "cold_start", ("sft",)),
-    RunSpec("grpo", "grpo", ("sft",)),
-    # The compute-matched control: SFT continued for the GRPO run's training-time budget
-    # (its params set the same max_train_seconds), so it can run beside GRPO.
-    RunSpec("sft_more", "sft", ("sft",)),
-    RunSpec("grpo_think", "grpo", ("cold_start",)),
-    RunSpec("analysis", "analysis", ("sft", "grpo", "cold_start", "grpo_think", "sft_more")),
-)
 
 
 class StageFailed(RuntimeError):
@@ -67,11 +59,13 @@ class RunResult:
 
 @dataclass
 class Plan:
-    """The runs of an experiment that have a params file, in dependency order."""
+    """The runs of an experiment, one per params file, in execution (dependency) order."""
 
     experiment: str
     runs: list[RunSpec]
     params: dict[str, Path] = field(default_factory=dict)
+    # Inputs read from earlier, complete run folders that have no params file here.
+    external: dict[str, Path] = field(default_factory=dict)
 
 
 def repo_root() -> Path:
@@ -80,33 +74,154 @@ def repo_root() -> Path:
     return here if (here / "notebooks").is_dir() else Path.cwd()
 
 
-def plan(experiment: str, *, params_root: Path, only: Sequence[str] = ()) -> Plan:
-    """Select the runs of ``experiment``: those with ``params/<experiment>/<run>.yaml``.
+PARAMS_SUFFIXES = (".yaml", ".yml")
 
-    Raises :class:`ParamError` when the experiment folder is missing, a params file does not
-    parse, or ``only`` names an unknown run.
+
+def _read_runs(exp_dir: Path) -> dict[str, tuple[str, Path, dict[str, Any]]]:
+    """``{run: (stage, file, values)}`` for every params file of the experiment folder."""
+    found: dict[str, tuple[str, Path, dict[str, Any]]] = {}
+    for path in sorted(p for p in exp_dir.iterdir() if p.suffix in PARAMS_SUFFIXES and p.is_file()):
+        values = load_yaml(path)
+        stage = values.get("stage")
+        if not stage:
+            raise ParamError(f"{path}: no 'stage:' key; a params file names the stage it runs, one of {list(STAGES)} "
+                             f"(e.g. 'stage: {path.stem if path.stem in STAGES else 'grpo'}')")
+        if stage not in STAGES:
+            raise ParamError(f"{path}: unknown stage {stage!r}; expected one of {list(STAGES)}")
+        name = path.stem
+        if values.get("run_name") not in (None, "", name):
+            raise ParamError(f"{path}: run_name {values['run_name']!r} contradicts the file's name: the run is named "
+                             f"{name!r} after its file (drop run_name, or rename the file)")
+        if name in found:
+            raise ParamError(f"{path}: run {name!r} is also defined by {found[name][1]}")
+        found[name] = (stage, path, values)
+    return found
+
+
+def _order(deps: dict[str, list[str]], files: dict[str, Path]) -> list[str]:
+    """Topological order; among runs ready together, the one heading the longest chain of runs that
+    wait on it first (with ``--jobs 2`` the critical path starts early), then by name.
+
+    Raises :class:`ParamError` naming the files of a cycle.
+    """
+    done: list[str] = []
+    left = dict(deps)
+    while left:
+        ready = [n for n, ds in left.items() if all(d not in left for d in ds)]
+        if not ready:
+            cycle = _cycle(left)
+            raise ParamError("cycle between runs: " + " -> ".join(f"{n} ({files[n]})" for n in cycle)
+                             + "; each run reads the next one's outputs")
+        height = _heights(deps)
+        nxt = min(ready, key=lambda n: (-height[n], n))
+        done.append(nxt)
+        del left[nxt]
+    return done
+
+
+def _heights(deps: dict[str, list[str]]) -> dict[str, int]:
+    """Length of the longest chain of runs waiting on each run (0 for a run nothing waits on)."""
+    waiting: dict[str, list[str]] = {n: [] for n in deps}
+    for n, ds in deps.items():
+        for d in ds:
+            waiting[d].append(n)
+    memo: dict[str, int] = {}
+
+    def height(n: str) -> int:
+        if n not in memo:
+            memo[n] = 0  # cycles are reported before this is used
+            memo[n] = max((1 + height(w) for w in waiting[n]), default=0)
+        return memo[n]
+
+    return {n: height(n) for n in deps}
+
+
+def _cycle(left: dict[str, list[str]]) -> list[str]:
+    """One cycle among runs that all wait on each other: ``[a, b, a]``."""
+    path: list[str] = []
+    node = next(iter(left))
+    while node not in path:
+        path.append(node)
+        node = next(d for d in left[node] if d in left)
+    return path[path.index(node):] + [node]
+
+
+def plan(
+    experiment: str,
+    *,
+    params_root: Path,
+    only: Sequence[str] = (),
+    output_root: str | os.PathLike[str] = "runs",
+    root: str | os.PathLike[str] | None = None,
+) -> Plan:
+    """Every ``params/<experiment>/*.yaml`` is a run: its ``stage:`` picks the notebook, its stem names it.
+
+    Each file is validated as its notebook will see it (``experiment``, ``output_root`` and
+    ``run_name`` as the runner passes them; input folders not checked yet), and the runs it reads
+    follow from its input fields (``depends_on``).  ``root`` is the folder notebooks run in (relative
+    paths in params files are taken from there).  Nothing is skipped silently: a file without
+    ``stage:``, an unknown stage, a bad value, an input run with neither a params file nor a complete
+    folder, or a cycle is a :class:`ParamError` naming the file.  ``only`` restricts the plan to
+    these runs (their inputs must then be complete already or come earlier in ``only``).
     """
     exp_dir = params_root / experiment
     if not exp_dir.is_dir():
         known = sorted(p.name for p in params_root.iterdir() if p.is_dir()) if params_root.is_dir() else []
         raise ParamError(f"no params folder {exp_dir} for experiment {experiment!r}; known experiments: {known}")
-    names = {r.name for r in RUNS}
+    found = _read_runs(exp_dir)
+    if not found:
+        raise ParamError(f"{exp_dir}: no params files (*.yaml, each with a 'stage:' key)")
     for o in only:
-        if o not in names:
-            raise ParamError(f"--only {o!r}: unknown run; expected one of {[r.name for r in RUNS]}")
-    selected, params = [], {}
-    for spec in RUNS:
-        path = exp_dir / f"{spec.name}.yaml"
-        if not path.exists():
-            continue
-        load_yaml(path)  # fail early on a broken file, before any stage runs
-        if only and spec.name not in only:
-            continue
-        selected.append(spec)
-        params[spec.name] = path
-    if not selected:
-        raise ParamError(f"{exp_dir}: no runnable params files (expected some of {[r.name + '.yaml' for r in RUNS]})")
-    return Plan(experiment, selected, params)
+        if o not in found:
+            raise ParamError(f"--only {o!r}: unknown run; runs of {experiment!r}: {sorted(found)}")
+    stages = {name: stage for name, (stage, _, _) in found.items()}
+    files = {name: path for name, (_, path, _) in found.items()}
+    deps: dict[str, list[str]] = {}
+    external: dict[str, Path] = {}
+    with contextlib.chdir(root or Path.cwd()):
+        for name, (stage, path, values) in found.items():
+            given = {**values, "experiment": experiment, "output_root": str(output_root), "run_name": name}
+            params = validate(stage, given, source=str(path), check_inputs=False)
+            deps[name] = params.depends_on(stages)
+            for dep in deps[name]:
+                if dep in found:
+                    continue
+                folder = params.stage_path(dep)
+                if not runs.is_complete(folder):
+                    raise ParamError(
+                        f"{path}: run {name!r} reads run {dep!r}, but {exp_dir} has no {dep}.yaml and {folder} "
+                        f"is not a complete run; add {dep}.yaml (with 'stage:') or point the input elsewhere")
+                external[dep] = folder
+    order = _order({n: [d for d in ds if d in found] for n, ds in deps.items()}, files)
+    selected = [RunSpec(n, stages[n], tuple(deps[n])) for n in order if not only or n in only]
+    return Plan(experiment, selected, {s.name: files[s.name] for s in selected}, external)
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the current folder when it is below it (shorter tables)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def describe(pl: Plan, *, output_root: str | os.PathLike[str] | None = None, force: bool = False) -> str:
+    """The plan as a table: each run's stage, the runs it reads, its params file, in execution order.
+
+    With ``output_root``, a run whose folder is complete is marked as skipped (unless ``force``).
+    """
+    rows = [("run", "stage", "after (inputs)", "params file", "")]
+    for spec in pl.runs:
+        note = ""
+        if output_root is not None and not force and runs.is_complete(Path(output_root) / pl.experiment / spec.name):
+            note = "complete: skipped"
+        rows.append((spec.name, spec.stage, ", ".join(spec.after) or "-", _shown(pl.params[spec.name]), note))
+    for name, folder in pl.external.items():
+        rows.append((name, "(done)", "-", f"complete run {_shown(folder)}, no params file", ""))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = [f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]:<{widths[3]}}  {r[4]}".rstrip()
+             for r in rows]
+    return "\n".join([f"radlab run {pl.experiment}: {len(pl.runs)} run(s) in this order", *lines])
 
 
 def _failing_cell(nb_path: Path) -> str:
@@ -179,6 +294,19 @@ def execute(
     return RunResult(spec.name, "done", seconds, out_nb)
 
 
+def resolve_paths(
+    output_root: str | os.PathLike[str] = "runs",
+    params_root: str | os.PathLike[str] | None = None,
+    root: str | os.PathLike[str] | None = None,
+) -> tuple[Path, Path, Path]:
+    """``(root, params_root, output_root)``: the notebooks' folder (the repo), ``<root>/params`` unless
+    given, and the run folders' root (relative to ``root``)."""
+    root_p = Path(root) if root else repo_root()
+    params_p = Path(params_root) if params_root else root_p / "params"
+    out_root = Path(output_root)
+    return root_p, params_p, out_root if out_root.is_absolute() else root_p / out_root
+
+
 def run_pipeline(
     experiment: str,
     *,
@@ -195,12 +323,8 @@ def run_pipeline(
     Earlier runs stay intact; a failed run has no ``DONE`` marker, so the next invocation
     retries it (training stages resume from their last checkpoint).
     """
-    root_p = Path(root) if root else repo_root()
-    params_p = Path(params_root) if params_root else root_p / "params"
-    out_root = Path(output_root)
-    if not out_root.is_absolute():
-        out_root = root_p / out_root
-    pl = plan(experiment, params_root=params_p, only=only)
+    root_p, params_p, out_root = resolve_paths(output_root, params_root, root)
+    pl = plan(experiment, params_root=params_p, only=only, output_root=out_root, root=root_p)
     jobs = max(1, int(jobs))
     cores = os.cpu_count() or 2
     names_in_plan = {s.name for s in pl.runs}
@@ -272,4 +396,4 @@ def run_pipeline(
     return ordered
 
 
-__all__ = ["RUNS", "RunSpec", "RunResult", "StageFailed", "plan", "execute", "run_pipeline", "STAGES"]
+__all__ = ["RunSpec", "RunResult", "StageFailed", "plan", "describe", "execute", "run_pipeline", "STAGES"]
