@@ -27,6 +27,7 @@ from collections.abc import Callable
 import numpy as np
 
 from radlab import clinical, metrics
+from radlab.clinical.backends import BackendUnavailable
 from radlab.data import phantom
 from radlab.formats import format_boxes
 from radlab.rewards import REWARDS, build_reward_funcs
@@ -105,7 +106,7 @@ def bench_rewards(steps: list[tuple[list[str], dict]], funcs: dict[str, Callable
     for name, fn in funcs.items():
         try:
             fn(*steps[0][:1], **steps[0][1])
-        except metrics.BackendUnavailable as exc:
+        except BackendUnavailable as exc:
             print(f"{name:<14} unavailable: {exc}")
             continue
         cold, train, warm = [], [], []
@@ -166,11 +167,11 @@ def main() -> None:
                   ["radcliq_lite", "chexpert_f1", "bleu", "rouge_l", "box_soft_f1", "box_iou"]):
         try:
             bench_combo(steps, names)
-        except metrics.BackendUnavailable as exc:
+        except BackendUnavailable as exc:
             print(f"\nfull reward set {names}: unavailable: {exc}")
     try:
         bench_metrics(args.seed, args.terse)
-    except metrics.BackendUnavailable as exc:
+    except BackendUnavailable as exc:
         print(f"\nmetrics: unavailable: {exc}")
 
 

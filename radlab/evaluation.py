@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from radlab import runs
+from radlab.data.schema import CHEXPERT14
 from radlab.formats import answer_text, format_boxes
 from radlab.generation import GENERATION_VERSION, Generation, generate
 from radlab.params import AnalysisParams, ParamError
@@ -564,7 +565,7 @@ def summary_metrics(sub: pd.DataFrame) -> list[str]:
         return col in sub and pd.to_numeric(sub[col], errors="coerce").notna().any()
 
     names = [m for m in metrics.KNOWN_METRICS if has(m)]
-    labels = [metrics.CHEXPERT_PRED_PREFIX + k for k in metrics.CHEXPERT14]
+    labels = [metrics.CHEXPERT_PRED_PREFIX + k for k in CHEXPERT14]
     if all(has(c) for c in labels):
         names += list(metrics.CORPUS_METRICS)
     names += [d for d in DIAGNOSTICS if has(d)]

@@ -478,7 +478,7 @@ class GRPOParams(TrainingParams):
             raise ParamError(f"parameter 'scale_rewards': {self.scale_rewards!r} not in {SCALE_REWARDS}")
         if self.vllm_mode not in VLLM_MODES:
             raise ParamError(f"parameter 'vllm_mode': {self.vllm_mode!r} not in {VLLM_MODES}")
-        from radlab.metrics import ANNOTATOR_BACKENDS
+        from radlab.clinical.backends import ANNOTATOR_BACKENDS
 
         if self.annotator not in ANNOTATOR_BACKENDS:
             raise ParamError(f"parameter 'annotator': {self.annotator!r} not in {ANNOTATOR_BACKENDS}")
@@ -556,7 +556,7 @@ class AnalysisParams(CommonParams):
                 raise ParamError(f"{key} must be >= 1, got {getattr(self, key)}")
         if not 0.0 < self.ci < 1.0:
             raise ParamError(f"ci must be in (0, 1), got {self.ci}")
-        from radlab.metrics import ANNOTATOR_BACKENDS
+        from radlab.clinical.backends import ANNOTATOR_BACKENDS
 
         if self.annotator not in ANNOTATOR_BACKENDS:
             raise ParamError(f"annotator must be one of {ANNOTATOR_BACKENDS}, got {self.annotator!r}")

@@ -11,6 +11,7 @@ import pytest
 from radlab import metrics as M
 from radlab.data.schema import CHEXPERT5, CHEXPERT14
 from radlab.formats import box_iou
+from radlab.metrics import bootstrap as B
 from radlab.rewards import REWARDS
 
 REF = "Heart size is normal. There is a small left pleural effusion. No pneumothorax."
@@ -224,8 +225,8 @@ def test_bootstrap_recomputes_corpus_metric_per_resample():
     df = _label_frame(60, seed=3)
     pred = df[[M.CHEXPERT_PRED_PREFIX + k for k in CHEXPERT14]].to_numpy()
     ref = df[[M.CHEXPERT_REF_PREFIX + k for k in CHEXPERT14]].to_numpy()
-    stats, _, n = M._statistics(df, ["chexpert_f1_macro14"])
-    boot = M._run_bootstrap(stats["chexpert_f1_macro14"], n, 50, seed=7)
+    stats, _, n = B._statistics(df, ["chexpert_f1_macro14"])
+    boot = B._run_bootstrap(stats["chexpert_f1_macro14"], n, 50, seed=7)
     rng = np.random.default_rng(7)
     idx = rng.integers(0, n, size=(50, n))
     explicit = [_corpus_f1_loop(pred[i], ref[i], list(range(14)))[1] for i in idx]
@@ -280,7 +281,7 @@ def test_paired_bootstrap_arrays_and_frames():
 
 def test_bootstrap_large_n_is_chunked_and_deterministic():
     x = np.random.default_rng(0).random(5000)
-    stat = M._mean_stat(x)
-    small = M._run_bootstrap(stat, 5000, 40, seed=0, chunk=5000 * 7)  # 6 blocks
-    big = M._run_bootstrap(stat, 5000, 40, seed=0)
+    stat = B._mean_stat(x)
+    small = B._run_bootstrap(stat, 5000, 40, seed=0, chunk=5000 * 7)  # 6 blocks
+    big = B._run_bootstrap(stat, 5000, 40, seed=0)
     assert small == pytest.approx(big)

@@ -11,7 +11,8 @@ import textwrap
 import pytest
 
 import radlab.rewards as R
-from radlab.metrics import BackendUnavailable, _radgraph_compute_reward, annotate
+from radlab.clinical.backends import BackendUnavailable, annotate
+from radlab.metrics.report import _radgraph_compute_reward
 from radlab.rewards import REWARDS, build_reward_funcs
 
 REF = "Heart size is normal. There is a small left pleural effusion. No pneumothorax."

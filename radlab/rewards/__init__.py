@@ -33,7 +33,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from radlab.metrics import BackendUnavailable
+from radlab.clinical.backends import BackendUnavailable
 from radlab.rewards._base import TaskReward, WiringError
 from radlab.rewards.grounding import NO_FINDING_MODES, BoxIoU, BoxSoftF1
 from radlab.rewards.report import Bleu, CheXpertF1, F1RadGraph, LengthGuard, RadCliQLite, RougeL

@@ -13,8 +13,8 @@ import warnings
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+from radlab.clinical.backends import BackendUnavailable
 from radlab.formats import answer_text
-from radlab.metrics import BackendUnavailable
 
 TASKS = ("report", "grounding")
 

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import ClassVar
 
 from radlab.formats import BOX_FORMATS, parse_boxes
-from radlab.metrics import Box, clean_gt, matched_iou, soft_f1
+from radlab.metrics.grounding import Box, clean_gt, matched_iou, soft_f1
 from radlab.rewards._base import Columns, TaskReward
 
 NO_FINDING_MODES = ("no_box", "phrase", "official")

@@ -12,15 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar
 
-from radlab.metrics import (
-    ANNOTATOR_BACKENDS,
-    LEVELS,
-    BackendUnavailable,
-    PairScorer,
-    check_backend,
-    radcliq_range,
-    report_scores,
-)
+from radlab.clinical.backends import ANNOTATOR_BACKENDS, BackendUnavailable, check_backend
+from radlab.metrics.report import LEVELS, PairScorer, radcliq_range, report_scores
 from radlab.rewards._base import Columns, TaskReward
 
 # The paper's reward workers cut both texts to 2048 characters; it also bounds the cost of a

@@ -129,8 +129,8 @@ def load_grpo_model(params: GRPOParams, run_dir: str | os.PathLike[str]) -> tupl
 
 def build_rewards(params: GRPOParams) -> tuple[list[Callable[..., list[float | None]]], list[float]]:
     """Reward functions and weights by registry name (``radlab.rewards.build_reward_funcs``)."""
+    from radlab.clinical.backends import BackendUnavailable
     from radlab.config import ParamError
-    from radlab.metrics import BackendUnavailable
     from radlab.rewards import ANNOTATED_REWARDS, build_reward_funcs
 
     names = list(params.reward_names)
