@@ -1,4 +1,5 @@
-"""Command line: ``radlab run <experiment>`` (also ``python -m radlab``), ``radlab build-model``."""
+"""Command line: ``radlab run <experiment>`` (also ``python -m radlab``), ``radlab render <experiment>``,
+``radlab build-model``."""
 
 from __future__ import annotations
 
@@ -24,6 +25,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--dry-run", action="store_true",
                      help="print the runs (stage, inputs, params file) in execution order and exit")
 
+    ren = sub.add_parser("render", help="rebuild <output-root>/<experiment>/index.html (and missing HTML pages) "
+                                         "from the run folders; or render one executed notebook")
+    ren.add_argument("experiment", help="an experiment name, or the path of an executed .ipynb to render beside it")
+    ren.add_argument("--output-root", default="runs", help="root of run folders (default: runs)")
+    ren.add_argument("--params-root", default=None,
+                     help="root of params folders; runs with a params file but no folder are listed as missing "
+                          "(default: <repo>/params)")
+
     build = sub.add_parser("build-model", help="write an embedded Qwen3-VL (random init) to a folder")
     build.add_argument("out_dir")
     build.add_argument("--size", default="tiny", help="tiny | small | base")
@@ -46,6 +55,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"radlab: {exc}", file=sys.stderr)
             return 2
         return 0 if all(r.status in ("done", "skipped") for r in results) else 1
+    if args.command == "render":
+        from pathlib import Path
+
+        from radlab import render
+        from radlab.pipeline import repo_root
+
+        if args.experiment.endswith(".ipynb"):
+            if not Path(args.experiment).is_file():
+                print(f"radlab: no notebook {args.experiment}", file=sys.stderr)
+                return 2
+            print(render.render_notebook(args.experiment))
+            return 0
+        exp_dir = Path(args.output_root) / args.experiment
+        if not exp_dir.is_dir():
+            print(f"radlab: no run folders in {exp_dir} (run `radlab run {args.experiment}` first, "
+                  "or pass --output-root)", file=sys.stderr)
+            return 2
+        params_root = Path(args.params_root) if args.params_root else repo_root() / "params"
+        print(render.render_index(args.experiment, args.output_root, params_root=params_root))
+        return 0
     if args.command == "build-model":
         from radlab.models import build_tiny_qwen3vl
 

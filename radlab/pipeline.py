@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from radlab import runs
+from radlab import render, runs
 from radlab.config import NOTEBOOKS, STAGES, ParamError, load_yaml, validate
 
 
@@ -287,6 +287,13 @@ def execute(
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - t0
     (run_dir / "papermill.log").write_text(proc.stdout + proc.stderr, encoding="utf-8")
+    if out_nb.exists():
+        # The page a person reads (a failed run's too: it shows the error); a rendering problem
+        # is reported but never fails a run that trained.
+        try:
+            render.render_notebook(out_nb, index_href=f"../{render.INDEX}")
+        except Exception as exc:
+            log(f"[warn] {spec.name}: could not render {out_nb.name} as HTML: {type(exc).__name__}: {exc}")
     if proc.returncode != 0:
         where = _failing_cell(out_nb) if out_nb.exists() else proc.stderr.strip().splitlines()[-1:]
         return RunResult(spec.name, "failed", seconds, out_nb,
@@ -317,11 +324,16 @@ def run_pipeline(
     params_root: str | os.PathLike[str] | None = None,
     root: str | os.PathLike[str] | None = None,
     log: Callable[[str], None] = print,
+    tty: bool | None = None,
 ) -> list[RunResult]:
     """Run an experiment's notebooks in dependency order; stop scheduling after a failure.
 
     Earlier runs stay intact; a failed run has no ``DONE`` marker, so the next invocation
-    retries it (training stages resume from their last checkpoint).
+    retries it (training stages resume from their last checkpoint).  While runs train, their
+    progress is shown (tqdm bars on a terminal, else plain lines through ``log``; ``tty``
+    overrides the detection).  Each executed notebook is rendered as HTML beside it, and
+    ``<output_root>/<experiment>/index.html`` is rewritten after every run; its path is the
+    last line logged.
     """
     root_p, params_p, out_root = resolve_paths(output_root, params_root, root)
     pl = plan(experiment, params_root=params_p, only=only, output_root=out_root, root=root_p)
@@ -336,6 +348,17 @@ def run_pipeline(
     running: dict[Future[RunResult], RunSpec] = {}
     failed = False
     t_start = time.perf_counter()
+    display = ProgressDisplay(log, tty=tty)
+    log = display.message  # log lines must not tear the progress bars
+
+    def write_index(final: bool = False) -> Path | None:
+        try:
+            return render.render_index(experiment, out_root, params_root=params_p if final else None,
+                                       running={s.name for s in running.values()}, pages=final)
+        except Exception as exc:  # the index is a view; it never fails the pipeline
+            log(f"[warn] could not write {out_root / experiment / render.INDEX}: {type(exc).__name__}: {exc}")
+            return None
+
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         while pending or running:
             for spec in list(pending):
@@ -374,14 +397,17 @@ def run_pipeline(
                     root=root_p, threads=threads, log=log,
                 )
                 running[fut] = spec
+                display.start(spec.name, run_dir)
             if not running:
                 if pending and not failed:
                     # Nothing can start: only possible if a dependency is unknown; fail loudly.
                     raise RuntimeError(f"cannot schedule {[s.name for s in pending]}")
                 continue
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            done, _ = wait(running, timeout=1.0, return_when=FIRST_COMPLETED)
+            display.poll()
             for fut in done:
                 spec = running.pop(fut)
+                display.finish(spec.name)
                 res = fut.result()
                 results[spec.name] = res
                 n = len(results)
@@ -390,9 +416,15 @@ def run_pipeline(
                 else:
                     failed = True
                     log(f"[{n}/{total}] {spec.name:<11} FAILED after {res.seconds:.1f} s: {res.error}")
+            if done:
+                write_index()
+    display.close()
     ordered = [results[s.name] for s in pl.runs if s.name in results]
     log(f"radlab run {experiment}: finished in {time.perf_counter() - t_start:.1f} s")
     log("stage times: " + ", ".join(f"{r.name}={r.seconds:.0f}s" for r in ordered if r.status == "done"))
+    index = write_index(final=True)
+    if index is not None:
+        log(f"index: {index}")
     return ordered
 
 

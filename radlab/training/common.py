@@ -496,7 +496,13 @@ def run_training(
     timer: Any,
     figure: Callable[[pd.DataFrame], list[Path]],
 ) -> TrainResult:
-    """``trainer.train`` then the standard outputs: final model, trainer state, tidy log, figures."""
+    """``trainer.train`` then the standard outputs: final model, trainer state, tidy log, figures.
+
+    Every stage's trainer appends its live progress to ``<run_dir>/progress.jsonl`` here.
+    """
+    from radlab.training.progress import progress_callback
+
+    trainer.add_callback(progress_callback(run_dir))
     t0 = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume_from)
     seconds = time.perf_counter() - t0
