@@ -348,6 +348,8 @@ def run_pipeline(
     running: dict[Future[RunResult], RunSpec] = {}
     failed = False
     t_start = time.perf_counter()
+    from radlab.training.progress import ProgressDisplay  # radlab.training imports the trainers
+
     display = ProgressDisplay(log, tty=tty)
     log = display.message  # log lines must not tear the progress bars
 

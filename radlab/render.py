@@ -26,7 +26,6 @@ from typing import Any
 from urllib.parse import quote
 
 from radlab import runs
-from radlab.training.progress import PROGRESS_FILE, read_progress
 
 INDEX = "index.html"
 # Tables of a run shown inline on the index (the analysis writes these); other CSVs are linked.
@@ -194,6 +193,8 @@ def read_run(run_dir: str | os.PathLike[str], *, running: bool = False, now: flo
                 info.seconds = max(0.0, now - start.timestamp())
             except ValueError:
                 pass
+    from radlab.training.progress import PROGRESS_FILE, read_progress  # radlab.training imports the trainers
+
     progress_path = run_dir / PROGRESS_FILE
     if progress_path.exists():
         latest_change = max(latest_change, progress_path.stat().st_mtime)

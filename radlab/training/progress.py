@@ -201,6 +201,7 @@ class ProgressDisplay:
         self.tails: dict[str, ProgressTail] = {}
         self.bars: dict[str, Any] = {}
         self.printed: dict[str, float] = {}
+        self.last_step: dict[str, Any] = {}
         self.last: dict[str, dict[str, Any]] = {}
 
     def start(self, name: str, run_dir: str | os.PathLike[str]) -> None:
@@ -244,17 +245,20 @@ class ProgressDisplay:
         if self.tty:
             self._bar(name, rec, frac)
             return
-        # Plain lines: the first record, each further `every` of the run, and the end.
-        done_before = self.printed.get(name)
-        if (rec.get("event") == "end" or done_before is None
-                or (frac is not None and frac >= done_before + self.every)):
-            eta = ""
+        # Plain lines: the first record, each further `every` of the run, and the end (if not just shown).
+        shown = self.printed.get(name)
+        end = rec.get("event") == "end" and self.last_step.get(name) != rec.get("step")
+        if end or shown is None or (frac is not None and frac >= shown + self.every):
             elapsed = float(rec.get("elapsed_s") or 0.0)
+            head, *rest = describe(rec).split(", ")
+            if frac is not None:
+                head += f" ({100 * frac:.0f}%)"
+            rest.append(f"elapsed {_clock(elapsed)}")
             if frac and 0 < frac < 1 and rec.get("event") != "end":
-                eta = f", ETA {_clock(elapsed * (1 - frac) / frac)}"
-            pct = f" ({100 * frac:.0f}%)" if frac is not None else ""
-            self.log(f"[progress] {name:<11} {describe(rec)}{pct}, elapsed {_clock(elapsed)}{eta}")
+                rest.append(f"ETA {_clock(elapsed * (1 - frac) / frac)}")
+            self.log(f"[progress] {name:<11} " + ", ".join([head, *rest]))
             self.printed[name] = frac if frac is not None else 0.0
+            self.last_step[name] = rec.get("step")
 
     def _bar(self, name: str, rec: dict[str, Any], frac: float | None) -> None:
         from tqdm import tqdm
