@@ -271,7 +271,7 @@ def test_runner_renders_pages_and_index_and_shows_progress(tmp_path: Path) -> No
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         nbformat.write(nb, tmp_path / "notebooks" / f"{name}.ipynb")
     for run in ("data", "sft"):
-        (tmp_path / "params" / "exp" / f"{run}.yaml").write_text("{}\n")
+        (tmp_path / "params" / "exp" / f"{run}.yaml").write_text(f"stage: {run}\n")
     logs: list[str] = []
     out = tmp_path / "runs"
     res = run_pipeline("exp", root=tmp_path, output_root=out, log=logs.append, tty=False)
