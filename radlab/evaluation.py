@@ -42,6 +42,7 @@ from radlab.data.schema import CHEXPERT14
 from radlab.formats import answer_text, format_boxes
 from radlab.generation import GENERATION_VERSION, Generation, generate
 from radlab.params import AnalysisParams, ParamError
+from radlab.shortcuts import SHORTCUT_MODELS
 
 # Canonical model names (docs/architecture.md) and the run folder holding each model, relative
 # to runs/<experiment>/.  ``base`` is the model the SFT stage started from.
@@ -55,8 +56,6 @@ MODEL_RUNS: dict[str, str] = {
 }
 # Models whose prompts ask for <think>…</think> (unless their params.yaml says otherwise).
 THINKING_MODELS = frozenset({"cold_start", "cold_start+grpo"})
-# Shortcut baselines, scored like models.
-SHORTCUT_MODELS = ("text_only", "shuffled_image")
 TASKS = ("report", "grounding")
 
 # (model_a, model_b, question) pairs for comparisons.csv; diff = a − b, paired by row.
@@ -666,82 +665,26 @@ def missing_pairs(models: Iterable[str], pairs: Sequence[tuple[str, str]]) -> li
 # ----------------------------------------------------------------------------------------------
 
 
-def data_source(data_dir: str | os.PathLike[str], rows: Sequence[Mapping[str, Any]] = ()) -> str:
-    """The data stage's source (``"phantom"``, ``"mimic_cxr"``...): its ``params.yaml`` ``source``,
-    else ``"phantom"`` when every row id says so, else ``"unknown"``."""
-    value = _read_params(Path(data_dir)).get("source")
-    if isinstance(value, str) and value:
-        return value
-    ids = [str(r.get("record_id") or r.get("id", "")) for r in rows]
-    return "phantom" if ids and all(i.startswith("phantom") for i in ids) else "unknown"
-
-
-def train_records(data_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """The unified training records of ``<data_dir>/records`` (split ``train``), images not decoded."""
-    import datasets
-
-    path = Path(data_dir) / "records" / "dataset"  # the data stage's layout (records/ also holds images/)
-    if not path.is_dir():
-        raise FileNotFoundError(f"{path} does not exist")
-    recs = datasets.load_from_disk(str(path))
-    if hasattr(recs, "keys"):
-        recs = recs["train"]
-    else:
-        recs = recs.filter(lambda s: s == "train", input_columns="split")
-    cols = [c for c in recs.column_names if c in ("id", "split", "source", "findings_text", "impression_text",
-                                                  "section_method", "chexpert", "boxes", "findings")]
-    return [dict(r) for r in recs.select_columns(cols)]
-
-
-def text_only_predictions(rows: Sequence[Mapping[str, Any]], records: Sequence[Mapping[str, Any]]) -> tuple[list[str], str]:
-    """Image-blind answers from the training prior (``radlab.data.phantom`` probes).
-
-    Report rows: the most frequent training report (:func:`radlab.data.phantom.text_only_prior`).
-    Grounding rows: the mean training box of the finding named in the row
-    (:func:`radlab.data.phantom.grounding_prior`), in the row's box format; ``""`` when the
-    prior has no box for that name.  Returns ``(predictions, note)``.
-    """
-    from radlab.data import phantom
-
-    report = phantom.text_only_prior(records)
-    boxes = {k.lower(): v for k, v in phantom.grounding_prior(records).items()}
-    preds, unknown = [], 0
-    for r in rows:
-        if r["task"] == "report":
-            preds.append(report)
-            continue
-        box = boxes.get(str(r.get("finding", "")).lower())
-        if box is None:
-            unknown += 1
-            preds.append("")
-        else:
-            preds.append(format_boxes([box], r.get("box_format") or "norm"))
-    n_ground = sum(r["task"] == "grounding" for r in rows)
-    note = f"text_only: {unknown} of {n_ground} grounding rows name nothing with a training box; answered ''" if unknown else ""
-    return preds, note
-
-
 def shortcut_frames(params: AnalysisParams, evalset: EvalSet, specs: Sequence[ModelSpec]
                     ) -> tuple[list[pd.DataFrame], list[EvalJob], list[str]]:
     """The ``text_only`` baseline's answers, the ``shuffled_image`` generation job, and notes.
 
-    Both are phantom probes (``radlab.data.phantom``): on another source they are skipped with a
-    stated reason.  ``shuffled_image`` is ``params.shortcut_model`` reading a derangement of the
-    evaluation images (:func:`radlab.data.phantom.shuffled_images`), so it shows how much of its
-    score needs the right image.
+    Both run on any data source (:mod:`radlab.shortcuts`).  ``text_only`` needs the data stage's
+    training records (``<data_dir>/records``); ``shuffled_image`` is ``params.shortcut_model``
+    reading a derangement of the evaluation images, so it shows how much of its score needs the
+    right image.  A baseline that cannot run is left out with a note saying why.
     """
+    from radlab import shortcuts
+
     notes: list[str] = []
     frames: list[pd.DataFrame] = []
     jobs: list[EvalJob] = []
     if not params.shortcuts:
         return frames, jobs, ["shortcut baselines skipped: shortcuts=False"]
-    source = data_source(params.data_dir, evalset.rows)
-    if source != "phantom":
-        return frames, jobs, [f"shortcut baselines skipped: they are phantom probes and the data source is {source!r}"]
     rows, _ = evalset.for_mode(False)
     try:
-        records = train_records(params.data_dir)
-        preds, note = text_only_predictions(rows, records)
+        records = shortcuts.train_records(params.data_dir)
+        preds, note = shortcuts.text_only_predictions(rows, records)
         frames.append(predictions_frame("text_only", rows, preds))
         if note:
             notes.append(note)
@@ -753,11 +696,9 @@ def shortcut_frames(params: AnalysisParams, evalset: EvalSet, specs: Sequence[Mo
     elif evalset.dataset is None or len(rows) < 2:
         notes.append("shuffled_image skipped: needs the evaluation rows as a datasets.Dataset with >= 2 rows")
     else:
-        from radlab.data import phantom
-
         subset = evalset.dataset.select([r["_index"] for r in rows])
         shuffled = [switch_thinking(r, False) if r["thinking"] else dict(r)
-                    for r in phantom.shuffled_images(subset, seed=params.seed)]
+                    for r in shortcuts.shuffled_images(subset, seed=params.seed)]
         jobs.append(EvalJob(dataclasses.replace(spec, thinking=False), shuffled, "shuffled_image"))
     return frames, jobs, notes
 

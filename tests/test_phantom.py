@@ -229,33 +229,6 @@ def test_minimal_pairs():
             assert (ca - 0.5) * (cb - 0.5) < 0
 
 
-def test_text_only_priors():
-    recs = [phantom.generate_case(0, "train", i, PhantomConfig(image_size=32, prevalence=0.1)).record for i in range(40)]
-    prior = phantom.text_only_prior(recs)
-    counts = [schema.report_text(r) for r in recs].count(prior)
-    assert all([schema.report_text(r) for r in recs].count(schema.report_text(r)) <= counts for r in recs)
-    marginal = phantom.label_marginal_report(recs)
-    assert "pneumothorax" in marginal.lower() or "heart" in marginal.lower()
-    boxes = phantom.grounding_prior(recs)
-    assert "right lung" in boxes and boxes["right lung"][0] < 0.5
-    with pytest.raises(ValueError):
-        phantom.text_only_prior([])
-
-
-def test_shuffled_images_is_a_derangement():
-    import datasets
-
-    imgs = [np.full((32, 32), i * 20, dtype=np.uint8) for i in range(7)]
-    from PIL import Image
-
-    ds = datasets.Dataset.from_dict({"id": [str(i) for i in range(7)], "image": [Image.fromarray(a) for a in imgs]},
-                                    features=datasets.Features({"id": datasets.Value("string"), "image": datasets.Image()}))
-    sh = phantom.shuffled_images(ds, seed=1)
-    assert sh.column_names == ds.column_names and sh["id"] == ds["id"]
-    got = [int(np.asarray(im)[0, 0]) // 20 for im in sh["image"]]
-    assert sorted(got) == list(range(7)) and all(g != i for i, g in enumerate(got))
-
-
 def test_reports_agree_with_clinical_annotator():
     """The annotator (radlab.clinical) recovers the generator's CheXpert labels from the report."""
     try:
