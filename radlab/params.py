@@ -119,11 +119,13 @@ class DataParams(CommonParams):
     source: str = field(default=PHANTOM, metadata={"help": "'phantom' (synthetic) or a real dataset name known to radlab.data.loaders"})
     source_root: str = field(default="", metadata={"help": "folder of the real dataset (unused for phantom)", "path": "dir"})
     source_limit: int = field(default=0, metadata={"help": "read at most this many real records (0: all)"})
+    sources: str = field(default="", metadata={"help": "several real datasets, comma separated; each item names a loader with its root, task weights and sizes (syntax: radlab.data.sources); empty: use source"})
     n_train: int = field(default=3000, metadata={"help": "SFT training cases (patients)"})
     n_validation: int = field(default=100, metadata={"help": "SFT validation cases"})
     n_grpo: int = field(default=2000, metadata={"help": "GRPO prompt cases (fresh patients, disjoint from SFT)"})
     n_eval: int = field(default=1000, metadata={"help": "test cases; each gives one report and one grounding item"})
     image_size: int = field(default=128, metadata={"help": "image side in pixels (multiple of 32)"})
+    resize_mode: str = field(default="longest", metadata={"help": "real images: 'longest' (long side image_size, aspect kept) or 'letterbox' (padded to an image_size square: one size, needed by use_vllm)"})
     difficulty: float = field(default=0.3, metadata={"help": "phantom difficulty in [0,1]: lower contrast, more noise/jitter"})
     prevalence: float = field(default=0.25, metadata={"help": "phantom probability of each finding kind"})
     p_mention_min: float = field(default=0.2, metadata={"help": "phantom: min probability that an absent finding is negated"})
@@ -138,7 +140,7 @@ class DataParams(CommonParams):
     box_format: str = field(default="norm", metadata={"help": "box text in answers: 'norm' ([0.12, 0.34, ...]) or 'qwen1000'"})
     thinking_grpo: bool = field(default=False, metadata={"help": "GRPO prompts ask for <think>...</think> first"})
     thinking_eval: bool = field(default=False, metadata={"help": "eval prompts ask for <think>...</think> first"})
-    workers: int = field(default=2, metadata={"help": "processes for rendering (1: in-process)"})
+    workers: int = field(default=2, metadata={"help": "processes for rendering / image resizing (1: in-process)"})
     n_gallery: int = field(default=8, metadata={"help": "samples in the gallery figure"})
 
     def __post_init__(self) -> None:
@@ -167,8 +169,35 @@ class DataParams(CommonParams):
             raise ParamError("at least one mix_* must be > 0")
         if self.workers < 1:
             raise ParamError(f"workers must be >= 1, got {self.workers}")
+        from radlab.data import sources  # the data stage's own module (loaders, item parsing)
+
+        if self.resize_mode not in sources.RESIZE_MODES:
+            raise ParamError(f"resize_mode must be one of {sources.RESIZE_MODES}, got {self.resize_mode!r}")
+        if self.sources.strip() and self.source != PHANTOM:
+            raise ParamError(f"give either source ({self.source!r}) or sources, not both: one source is a sources list of one item")
         if self.source != PHANTOM and not self.source_root:
             raise ParamError(f"source {self.source!r} needs source_root (the dataset folder)")
+        self.source_list()  # parse errors now, before any heavy work
+
+    @property
+    def is_phantom(self) -> bool:
+        """True for the synthetic phantom data (no real source)."""
+        return not self.sources.strip() and self.source == PHANTOM
+
+    def source_list(self) -> list[Any]:
+        """The real sources (``radlab.data.sources.Source``): the parsed ``sources``, or
+        ``source``/``source_root`` as one item with the global sizes and mix; ``[]`` for the phantom."""
+        from radlab.data import sources
+        from radlab.data.loaders import LOADERS
+
+        if self.sources.strip():
+            return sources.parse_sources(self.sources, sizes=self.pool_sizes(), mix=self.mix())
+        if self.source == PHANTOM:
+            return []
+        if self.source not in LOADERS:
+            raise ParamError(f"source {self.source!r}: unknown dataset; known: {sorted(LOADERS)} or 'phantom'")
+        return [sources.Source(self.source, self.source, self.source_root, self.source_limit,
+                               self.pool_sizes(), self.mix())]
 
     def mix(self) -> dict[str, float]:
         """``{"report": .., "abnormality": .., ...}`` from the ``mix_*`` fields."""

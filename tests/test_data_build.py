@@ -129,10 +129,9 @@ def test_param_errors(tmp_path):
 
 
 def test_unknown_real_source_is_a_param_error(tmp_path):
-    params = DataParams(output_root=str(tmp_path), experiment="t", source="no_such_dataset",
-                              source_root=str(tmp_path), **SMALL)
-    with pytest.raises(ParamError, match="no_such_dataset"):
-        build.build_datasets(params, figures=False)
+    with pytest.raises(ParamError, match="no_such_dataset"):  # at validation, before any work
+        DataParams(output_root=str(tmp_path), experiment="t", source="no_such_dataset",
+                   source_root=str(tmp_path), **SMALL)
 
 
 def test_smoke_params_are_small():

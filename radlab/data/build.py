@@ -26,12 +26,14 @@ byte-identical Arrow files.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import multiprocessing as mp
 import os
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,12 +43,10 @@ import numpy as np
 import pandas as pd
 
 from radlab import runs
-from radlab.data import phantom, schema, tasks
-from radlab.params import PHANTOM, DataParams, ParamError
+from radlab.data import phantom, schema, sources, tasks
+from radlab.params import DataParams, ParamError
 
 POOLS = ("train", "validate", "grpo", "test")
-
-
 @dataclass
 class BuildResult:
     """What :func:`build_datasets` returns to the notebook.
@@ -73,17 +73,17 @@ class BuildResult:
         }
 
 
+# --------------------------------------------------------------------------------------------
+# Records
+# --------------------------------------------------------------------------------------------
+
+
 def phantom_config(params: DataParams) -> phantom.PhantomConfig:
     """The generator config the data params imply."""
     return phantom.PhantomConfig(
         image_size=params.image_size, difficulty=params.difficulty, prevalence=params.prevalence,
         p_mention_min=params.p_mention_min, p_mention_max=params.p_mention_max, p_uncertain=params.p_uncertain,
     )
-
-
-# --------------------------------------------------------------------------------------------
-# Records
-# --------------------------------------------------------------------------------------------
 
 
 IMAGES_REL = "records/images"
@@ -133,111 +133,30 @@ def _phantom_records(params: DataParams, staging: Path) -> tuple[dict[str, list[
     return by_pool, skipped
 
 
-def _hash_unit(text: str) -> float:
-    """A stable number in [0, 1) from ``text`` (patient-level pool assignment)."""
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little") / 2**64
-
-
-def _load_real(params: DataParams) -> Any:
-    """Call the loader registry (``radlab.data.loaders.load``); errors name the source."""
-    try:
-        from radlab.data import loaders
-    except ImportError as exc:  # pragma: no cover - the package exists in the repo
-        raise ParamError(f"source {params.source!r}: radlab.data.loaders cannot be imported ({exc})") from exc
-    load = getattr(loaders, "load", None)
-    if load is None:
-        raise ParamError(f"source {params.source!r}: radlab.data.loaders.load is not available yet; use source='phantom'")
-    try:
-        return load(params.source, params.source_root, limit=params.source_limit or None)
-    except (KeyError, ValueError, FileNotFoundError) as exc:  # LoaderError is a ValueError
-        raise ParamError(f"source {params.source!r} (source_root {params.source_root!r}): {exc}") from exc
-
-
-def _real_image(rec: Mapping[str, Any], root: str, size: int) -> tuple[bytes, int, int]:
-    """Read a real image as 8-bit grey (``radlab.data.images.load_image``) and resize it so the
-    longer side is ``size``, keeping the aspect ratio.  Returns ``(png, width, height)``.
-
-    Normalised boxes are invariant under an aspect-preserving resize of the whole image, so
-    the record's boxes stay valid as they are.
-    """
-    from radlab.data import images
-
-    path = Path(rec["image_path"])
-    if not path.is_absolute():
-        path = Path(root) / path
-    img, _ = images.preprocess(images.load_image(path), size, mode="longest")
-    return tasks.png_bytes(img), img.width, img.height
-
-
-def _real_records(params: DataParams, staging: Path) -> tuple[dict[str, list[dict[str, Any]]], list[dict[str, Any]]]:
-    result = _load_real(params)
-    skipped = [dict(s) for s in getattr(result, "skipped", [])]
-    grpo_share = params.n_grpo / max(1, params.n_train + params.n_grpo)
-    by_pool: dict[str, list[dict[str, Any]]] = {p: [] for p in POOLS}
-    sizes = params.pool_sizes()
-    for i, rec in enumerate(result.records):
-        rec = dict(rec)
-        try:
-            schema.validate_record(rec)
-        except schema.SchemaError as exc:
-            skipped.append({"file": rec.get("image_path", ""), "row": i, "reason": str(exc)})
-            continue
-        pool = rec["split"]
-        if pool == "train" and _hash_unit(f"{params.seed}:{rec['patient_id']}") < grpo_share:
-            pool = "grpo"
-        if len(by_pool[pool]) >= sizes[pool]:
-            continue
-        rel = _image_relpath(pool, _safe_name(rec["id"]))
-        try:
-            png, width, height = _real_image(rec, params.source_root, params.image_size)
-        except (OSError, ValueError) as exc:
-            skipped.append({"file": rec["image_path"], "row": i, "reason": f"image unreadable: {exc}"})
-            continue
-        _write_png(staging, rel, png)
-        rec.update(image_path=rel, image_width=width, image_height=height)
-        by_pool[pool].append(rec)
-    by_pool, dropped = enforce_patient_disjoint(by_pool)
-    return by_pool, skipped + dropped
-
-
-def _safe_name(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
-
-
 def enforce_patient_disjoint(by_pool: Mapping[str, list[dict[str, Any]]]) -> tuple[dict[str, list[dict[str, Any]]], list[dict[str, Any]]]:
     """Drop records whose patient already appears in an earlier pool (test wins over others:
     order test, validate, grpo, train).  Returns ``(pools, skipped rows)``."""
-    seen: dict[str, str] = {}
-    out: dict[str, list[dict[str, Any]]] = {}
-    skipped: list[dict[str, Any]] = []
-    for pool in ("test", "validate", "grpo", "train"):
-        keep = []
-        for i, rec in enumerate(by_pool.get(pool, [])):
-            owner = seen.setdefault(rec["patient_id"], pool)
-            if owner != pool:
-                skipped.append({"file": rec["image_path"], "row": i,
-                                "reason": f"patient {rec['patient_id']!r} of pool {pool!r} already in pool {owner!r}"})
-                continue
-            keep.append(rec)
-        out[pool] = keep
-    return {p: out[p] for p in POOLS}, skipped
+    return sources.enforce_patient_disjoint(by_pool)
 
 
 def build_records(params: DataParams, run_dir: str | os.PathLike[str] | None = None) -> tuple[dict[str, list[dict[str, Any]]], list[dict[str, Any]]]:
-    """Generate (phantom) or load (real) the records of every pool and write their PNGs.
+    """Generate (phantom) or load (real sources) the records of every pool and write their PNGs.
 
     Returns ``({pool: [record, ...]}, skipped)`` with ``skipped`` rows ``{"file", "row",
-    "reason"}``.  Images go to ``<run_dir>/records/images/<pool>/<id>.png``.
+    "reason"}``.  Phantom images go to ``<run_dir>/records/images/<pool>/<id>.png`` (rendered into
+    a staging folder swapped in whole); real images to ``records/images/<source>/<id>.png``,
+    written one by one (temp + rename) so an interrupted build resumes
+    (:func:`radlab.data.sources.real_records`).
     """
     run_dir = Path(run_dir) if run_dir is not None else params.run_dir
+    if not params.is_phantom:
+        return sources.real_records(params.source_list(), run_dir, seed=params.seed, image_size=params.image_size,
+                                    resize_mode=params.resize_mode, workers=params.workers)
     staging = run_dir / "records" / ".images.tmp"
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
-    if params.source == PHANTOM:
-        out = _phantom_records(params, staging)
-    else:
-        out = _real_records(params, staging)
+    out = _phantom_records(params, staging)
     final = run_dir / IMAGES_REL
     if final.exists():
         shutil.rmtree(final)  # also drops stale PNGs of an earlier, larger build
@@ -254,33 +173,54 @@ def _task_rng(seed: int, pool: str, record_id: str) -> np.random.Generator:
     return phantom.rng_for(f"{seed}:tasks:{pool}", record_id)
 
 
-def _one_grounding_mix(params: DataParams, rng: np.random.Generator) -> dict[str, float]:
-    """GRPO/eval: one report row and one grounding row of a kind drawn by the mix weights."""
-    weights = np.array([getattr(params, f"mix_{k}") for k in tasks.GROUNDING_KINDS], dtype=float)
-    mix: dict[str, float] = {"report": 1.0}
+def _one_grounding_mix(mix: Mapping[str, float], rng: np.random.Generator) -> dict[str, float]:
+    """GRPO/eval: one report row (when the mix has reports) and one grounding row of a kind drawn
+    by the mix's grounding weights."""
+    weights = np.array([mix.get(k, 0.0) for k in tasks.GROUNDING_KINDS], dtype=float)
+    out: dict[str, float] = {"report": 1.0} if mix.get("report", 0.0) > 0 else {}
     if weights.sum() > 0:
         kind = tasks.GROUNDING_KINDS[int(rng.choice(len(weights), p=weights / weights.sum()))]
-        mix[kind] = 1.0
-    return mix
-
-
-def _items(params: DataParams, pool: str, records: list[dict[str, Any]], *, fixed_per_case: bool) -> list[tuple[tasks.TaskItem, dict[str, Any]]]:
-    vocab = [n for n in phantom.FINDING_NAMES if n not in ("endotracheal tube", "enteric tube", "central venous catheter")]
-    out = []
-    for rec in records:
-        rng = _task_rng(params.seed, pool, rec["id"])
-        mix = _one_grounding_mix(params, rng) if fixed_per_case else params.mix()
-        for item in tasks.items_for_record(rec, rng, mix=mix, box_format=params.box_format,
-                                           negative_rate=params.negative_rate, vocabulary=vocab):
-            out.append((item, rec))
+        out[kind] = 1.0
     return out
 
 
-def _png_of(run_dir: Path, rec: Mapping[str, Any], cache: dict[str, bytes]) -> bytes:
-    rel = rec["image_path"]
-    if rel not in cache:
-        cache[rel] = (run_dir / rel).read_bytes()
-    return cache[rel]
+PHANTOM_VOCABULARY = tuple(n for n in phantom.FINDING_NAMES if n not in ("endotracheal tube", "enteric tube", "central venous catheter"))
+
+
+@dataclass
+class _Mixer:
+    """Per-record task mix and abnormality vocabulary: the phantom's, or each real source's."""
+
+    params: DataParams
+    by_source: dict[str, sources.Source] = field(default_factory=dict)
+    vocab: dict[str, list[str]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, params: DataParams, records: Mapping[str, list[dict[str, Any]]]) -> _Mixer:
+        if params.is_phantom:
+            return cls(params)
+        by_source = {s.name: s for s in params.source_list()}
+        return cls(params, by_source, sources.source_vocabulary(r for recs in records.values() for r in recs))
+
+    def mix(self, rec: Mapping[str, Any]) -> Mapping[str, float]:
+        src = self.by_source.get(rec["source"])
+        return src.mix if src is not None else self.params.mix()
+
+    def vocabulary(self, rec: Mapping[str, Any]) -> Sequence[str]:
+        return self.vocab.get(rec["source"], []) if self.by_source else PHANTOM_VOCABULARY
+
+
+def _items(params: DataParams, pool: str, records: list[dict[str, Any]], *, fixed_per_case: bool,
+           mixer: _Mixer | None = None) -> list[tuple[tasks.TaskItem, dict[str, Any]]]:
+    mixer = mixer or _Mixer.of(params, {pool: records})
+    out = []
+    for rec in records:
+        rng = _task_rng(params.seed, pool, rec["id"])
+        mix = _one_grounding_mix(mixer.mix(rec), rng) if fixed_per_case else mixer.mix(rec)
+        for item in tasks.items_for_record(rec, rng, mix=mix, box_format=params.box_format,
+                                           negative_rate=params.negative_rate, vocabulary=mixer.vocabulary(rec)):
+            out.append((item, rec))
+    return out
 
 
 def _numbered(items: list[tuple[tasks.TaskItem, dict[str, Any]]]) -> list[tuple[tasks.TaskItem, dict[str, Any], int]]:
@@ -295,39 +235,89 @@ def _numbered(items: list[tuple[tasks.TaskItem, dict[str, Any]]]) -> list[tuple[
     return out
 
 
+def _rows(run_dir: str, items: list[tuple[tasks.TaskItem, dict[str, Any], int]], layout: str,
+          box_format: str, thinking: bool) -> Iterator[dict[str, Any]]:
+    """Dataset rows, one image read from disk per record (consecutive items share it)."""
+    last: tuple[str, bytes] = ("", b"")
+    for item, rec, k in items:
+        rel = rec["image_path"]
+        if last[0] != rel:
+            last = (rel, (Path(run_dir) / rel).read_bytes())
+        if layout == "sft":
+            yield tasks.sft_row(item, last[1], k)
+        else:
+            yield tasks.grpo_row(item, last[1], box_format=box_format, thinking=thinking, k=k)
+
+
+def _stream_dataset(params: DataParams, run_dir: Path, name: str, items: list[tuple[tasks.TaskItem, dict[str, Any], int]],
+                    layout: str, thinking: bool = False) -> datasets.Dataset:
+    """Write rows to Arrow as they are made (``Dataset.from_generator``): the images of a
+    377k-image build never sit in memory together.  The fingerprint comes from the params that
+    shape the rows (not the output folder), so rebuilds are byte-identical."""
+    features = tasks.SFT_FEATURES if layout == "sft" else tasks.GRPO_FEATURES
+    if not items:
+        return tasks.rows_dataset([], features)
+    shaping = {k: v for k, v in dataclasses.asdict(params).items() if k not in ("output_root", "experiment", "run_name", "workers", "n_gallery")}
+    fingerprint = hashlib.blake2b(json.dumps([name, shaping], sort_keys=True, default=str).encode(), digest_size=16).hexdigest()
+    return datasets.Dataset.from_generator(
+        _rows, features=features, cache_dir=str(run_dir / DATASETS_CACHE), fingerprint=fingerprint,
+        gen_kwargs={"run_dir": str(run_dir), "items": items, "layout": layout, "box_format": params.box_format,
+                    "thinking": thinking},
+    )
+
+
+DATASETS_CACHE = "records/.arrow-cache"
+
+
 def build_task_datasets(params: DataParams, records: Mapping[str, list[dict[str, Any]]], run_dir: Path) -> dict[str, datasets.DatasetDict]:
-    """``{"sft": DatasetDict(train, validation), "grpo": DatasetDict(train), "eval": DatasetDict(test)}``."""
-    cache: dict[str, bytes] = {}
-    sft: dict[str, datasets.Dataset] = {}
-    for pool, split in (("train", "train"), ("validate", "validation")):
-        rows = [tasks.sft_row(item, _png_of(run_dir, rec, cache), k)
-                for item, rec, k in _numbered(_items(params, pool, records[pool], fixed_per_case=False))]
-        sft[split] = tasks.sft_dataset(rows)
-    cache.clear()
-    grpo_rows = [tasks.grpo_row(item, _png_of(run_dir, rec, cache), box_format=params.box_format,
-                                thinking=params.thinking_grpo, k=k)
-                 for item, rec, k in _numbered(_items(params, "grpo", records["grpo"], fixed_per_case=True))]
-    cache.clear()
-    eval_rows = [tasks.grpo_row(item, _png_of(run_dir, rec, cache), box_format=params.box_format,
-                                thinking=params.thinking_eval, k=k)
-                 for item, rec, k in _numbered(_items(params, "test", records["test"], fixed_per_case=True))]
+    """``{"sft": DatasetDict(train, validation), "grpo": DatasetDict(train), "eval": DatasetDict(test)}``.
+
+    Rows are streamed to Arrow files under ``records/.arrow-cache`` (removed by
+    :func:`build_datasets` once the datasets are saved).
+    """
+    cache = run_dir / DATASETS_CACHE
+    if cache.exists():
+        shutil.rmtree(cache)  # never reuse rows of an earlier (maybe interrupted) build
+    mixer = _Mixer.of(params, records)
+    was_enabled = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        sft = {split: _stream_dataset(params, run_dir, f"sft/{split}",
+                                      _numbered(_items(params, pool, records[pool], fixed_per_case=False, mixer=mixer)), "sft")
+               for pool, split in (("train", "train"), ("validate", "validation"))}
+        grpo = _stream_dataset(params, run_dir, "grpo/train",
+                               _numbered(_items(params, "grpo", records["grpo"], fixed_per_case=True, mixer=mixer)),
+                               "grpo", params.thinking_grpo)
+        ev = _stream_dataset(params, run_dir, "eval/test",
+                             _numbered(_items(params, "test", records["test"], fixed_per_case=True, mixer=mixer)),
+                             "grpo", params.thinking_eval)
+    finally:
+        if was_enabled:
+            datasets.enable_progress_bars()
     return {
         "sft": datasets.DatasetDict(sft),
-        "grpo": datasets.DatasetDict({"train": tasks.grpo_dataset(grpo_rows)}),
-        "eval": datasets.DatasetDict({"test": tasks.grpo_dataset(eval_rows)}),
+        "grpo": datasets.DatasetDict({"train": grpo}),
+        "eval": datasets.DatasetDict({"test": ev}),
     }
 
 
 def counts_table(dsets: Mapping[str, datasets.DatasetDict], records: Mapping[str, list[dict[str, Any]]]) -> pd.DataFrame:
-    """Rows ``dataset, split, task, grounding_kind, n`` (records counted as ``task="record"``)."""
-    rows = [{"dataset": "records", "split": pool, "task": "record", "grounding_kind": "", "n": len(recs)}
-            for pool, recs in records.items()]
+    """Rows ``dataset, split, source, task, grounding_kind, n`` (records counted as
+    ``task="record"``; ``source`` is the record's source: the mix of a multi-source build)."""
+    source_of = {r["id"]: r["source"] for recs in records.values() for r in recs}
+    rows = []
+    for pool, recs in records.items():
+        for src, n in sorted(pd.Series([r["source"] for r in recs], dtype=object).value_counts().items()):
+            rows.append({"dataset": "records", "split": pool, "source": src, "task": "record", "grounding_kind": "", "n": int(n)})
+        if not recs:
+            rows.append({"dataset": "records", "split": pool, "source": "", "task": "record", "grounding_kind": "", "n": 0})
     for name, dd in dsets.items():
         for split, ds in dd.items():
-            df = ds.select_columns(["task", "grounding_kind"]).to_pandas()
-            for (task, kind), n in df.groupby(["task", "grounding_kind"]).size().items():
-                rows.append({"dataset": name, "split": split, "task": task, "grounding_kind": kind, "n": int(n)})
-    return pd.DataFrame(rows, columns=["dataset", "split", "task", "grounding_kind", "n"])
+            df = ds.select_columns(["task", "grounding_kind", "record_id"]).to_pandas()
+            df["source"] = df["record_id"].map(source_of).fillna("")
+            for (src, task, kind), n in df.groupby(["source", "task", "grounding_kind"]).size().items():
+                rows.append({"dataset": name, "split": split, "source": src, "task": task, "grounding_kind": kind, "n": int(n)})
+    return pd.DataFrame(rows, columns=["dataset", "split", "source", "task", "grounding_kind", "n"])
 
 
 def _save_dataset_dict(dd: datasets.DatasetDict, path: Path) -> None:
@@ -338,7 +328,8 @@ def _save_dataset_dict(dd: datasets.DatasetDict, path: Path) -> None:
     was_enabled = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()  # one bar per split would drown the notebook output
     try:
-        dd.save_to_disk(str(tmp))
+        # An empty split still gets one (empty) Arrow shard: with none, load_from_disk fails.
+        dd.save_to_disk(str(tmp), num_shards={split: 1 for split, ds in dd.items() if len(ds) == 0})
     finally:
         if was_enabled:
             datasets.enable_progress_bars()
@@ -362,12 +353,18 @@ def build_datasets(params: DataParams, *, figures: bool = True) -> BuildResult:
     run_dir.mkdir(parents=True, exist_ok=True)
     records, skipped = build_records(params, run_dir)
     if not records["train"] or not records["test"]:
-        raise ParamError(f"source {params.source!r}: no usable train or test records (skipped {len(skipped)}; see skipped.csv)")
+        runs.write_table(pd.DataFrame(skipped, columns=["file", "row", "reason"]), run_dir / "skipped.csv")
+        what = params.sources.strip() or params.source
+        raise ParamError(f"source(s) {what!r}: no usable train or test records (skipped {len(skipped)}; "
+                         f"see {run_dir / 'skipped.csv'})")
     rec_dd = records_dataset(records)
     dsets = build_task_datasets(params, records, run_dir)
     _save_dataset_dict(rec_dd, run_dir / "records" / "dataset")
     for name, dd in dsets.items():
         _save_dataset_dict(dd, run_dir / name)
+    # Reopen the saved copies so nothing points into the streaming cache, then drop it.
+    dsets = {name: datasets.load_from_disk(str(run_dir / name)) for name in dsets}
+    shutil.rmtree(run_dir / DATASETS_CACHE, ignore_errors=True)
     counts = counts_table(dsets, records)
     skipped_df = pd.DataFrame(skipped, columns=["file", "row", "reason"])
     runs.write_table(counts, run_dir / "counts.csv")

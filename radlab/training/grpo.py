@@ -103,12 +103,57 @@ def heldout_subset(ds: Any, per_task: int, seed: int) -> Any:
     return ds.select(sorted(keep))
 
 
+VLLM_SIZE_ISSUE = "TRL issue #6401"
+
+
+def image_sizes(ds: Any, column: str = "image", batch_size: int = 512) -> dict[tuple[int, int], int]:
+    """``{(width, height): rows}`` of an image column, read from the image headers in batches
+    (no pixels decoded, never the whole column in memory)."""
+    import io
+
+    import datasets
+    from PIL import Image
+
+    if column not in ds.column_names or len(ds) == 0:
+        return {}
+    raw = ds.select_columns([column]).cast_column(column, datasets.Image(decode=False))
+    sizes: dict[tuple[int, int], int] = {}
+    for batch in raw.iter(batch_size=batch_size):
+        for item in batch[column]:
+            src = io.BytesIO(item["bytes"]) if item.get("bytes") else item["path"]
+            with Image.open(src) as im:
+                sizes[im.size] = sizes.get(im.size, 0) + 1
+    return sizes
+
+
+def check_vllm_image_sizes(ds: Any, *, use_vllm: bool, where: str = "grpo/train") -> None:
+    """With ``use_vllm``, every image of ``ds`` must have one size, else a :class:`ParamError`.
+
+    Qwen3-VL rollouts in vLLM colocate mode crash in ``get_rope_index`` or silently corrupt the
+    prompt when the images of a batch differ in size (TRL issue #6401).  The data stage's
+    ``resize_mode: letterbox`` gives every image the same ``image_size x image_size`` canvas.
+    """
+    if not use_vllm:
+        return
+    from radlab.config import ParamError
+
+    sizes = image_sizes(ds)
+    if len(sizes) > 1:
+        common = ", ".join(f"{w}x{h} ({n} rows)" for (w, h), n in sorted(sizes.items(), key=lambda kv: -kv[1])[:3])
+        raise ParamError(
+            f"use_vllm=True needs images of one size, but {where} has {len(sizes)} sizes ({common}, ...): with vLLM "
+            f"rollouts, Qwen3-VL batches of mixed image sizes crash in get_rope_index or silently corrupt the prompt "
+            f"({VLLM_SIZE_ISSUE}). Fix: rebuild the data stage with resize_mode: letterbox (every image "
+            f"image_size x image_size, boxes moved with the padding), or set use_vllm: false.")
+
+
 def load_grpo_data(params: GRPOParams) -> Any:
     """``DatasetDict(train=GRPO prompts, heldout=eval subset)`` in the GRPO column layout.
 
     Both splits are filtered to ``params.tasks`` and switched to ``params.thinking``'s prompt
     form; train is re-mixed (``report_fraction``) and subsampled (``max_train_prompts``), held-out
-    rows are ``eval_rows`` per task from ``eval/test``.
+    rows are ``eval_rows`` per task from ``eval/test``.  With ``use_vllm`` the train images must
+    share one size (:func:`check_vllm_image_sizes`).
     """
     import datasets
 
@@ -117,6 +162,7 @@ def load_grpo_data(params: GRPOParams) -> Any:
     train = set_thinking(train, params.thinking)
     train = mix_tasks(train, params.report_fraction, params.seed)
     train = subsample(train, params.max_train_prompts, params.seed)
+    check_vllm_image_sizes(train, use_vllm=params.use_vllm)
     ev = filter_tasks(load_data_split(params.data_dir, "eval")["test"], tasks)
     heldout = set_thinking(heldout_subset(ev, params.eval_rows, params.seed), params.thinking)
     return datasets.DatasetDict({"train": train, "heldout": heldout})
