@@ -565,26 +565,47 @@ def _rel(ent: _Ent, kind: str, target: int) -> None:
         ent.rels.append((kind, target))
 
 
-def _relations(low: list[str], s: int, e: int, ents: list[_Ent], idx: list[int]) -> None:
-    """Add relations for the entities ``idx`` (indices into ``ents``) of sentence [s, e)."""
-    if len(idx) < 2:
-        return  # a relation needs two entities
+class _Sentence:
+    """One sentence's entities and what the relation passes build, in pass order.
 
-    def gap(a: int, b: int) -> list[str]:
+    ``low``: lower-cased tokens of the report; ``[s, e)``: the sentence's token span; ``ents``: all
+    entities of the report; ``idx``: this sentence's entity indices.  ``runs``: anatomy runs
+    (adjacent anatomy entities), ``heads_of_run`` their heads, ``run_head`` / ``run_of``: entity ->
+    its run's head / run index, ``absorbed``: runs that only modify another run (never a location);
+    ``by_start``: token -> the entity starting there; ``nps``: noun phrases (entity index lists),
+    ``heads``: each phrase's head (-1: none), ``of_link``: phrase -> the phrase an "X of Y" attribute
+    links it to.
+    """
+
+    __slots__ = ("low", "s", "e", "ents", "idx", "runs", "run_head", "run_of", "heads_of_run", "absorbed",
+                 "by_start", "nps", "heads", "of_link")
+
+    def __init__(self, low: list[str], s: int, e: int, ents: list[_Ent], idx: list[int]) -> None:
+        self.low, self.s, self.e, self.ents, self.idx = low, s, e, ents, idx
+        self.runs: list[list[int]] = []
+        self.run_head: dict[int, int] = {}
+        self.run_of: dict[int, int] = {}
+        self.heads_of_run: list[int] = []
+        self.absorbed: set[int] = set()
+        self.by_start = {ents[k].start: k for k in idx}
+        self.nps: list[list[int]] = []
+        self.heads: list[int] = []
+        self.of_link: dict[int, int] = {}
+
+    def gap(self, a: int, b: int) -> list[str]:
         """Tokens strictly between entity a and entity b."""
-        return low[ents[a].end + 1 : ents[b].start]
+        return self.low[self.ents[a].end + 1 : self.ents[b].start]
 
-    # --- anatomy runs (adjacent anatomy entities), each with a head ----------------------------
-    runs: list[list[int]] = []
+
+def _anatomy_runs(st: _Sentence) -> None:
+    """Anatomy runs (adjacent anatomy entities), each with a head; the rest of a run modifies it."""
+    ents, idx, runs, run_head, run_of, heads_of_run = st.ents, st.idx, st.runs, st.run_head, st.run_of, st.heads_of_run
     for k in idx:
         if ents[k].is_anat:
             if runs and ents[runs[-1][-1]].end + 1 == ents[k].start:
                 runs[-1].append(k)
             else:
                 runs.append([k])
-    run_head: dict[int, int] = {}
-    run_of: dict[int, int] = {}
-    heads_of_run: list[int] = []
     for r_i, run in enumerate(runs):
         h = _anat_run_head(run, ents)
         heads_of_run.append(h)
@@ -593,8 +614,12 @@ def _relations(low: list[str], s: int, e: int, ents: list[_Ent], idx: list[int])
             run_of[k] = r_i
             if k != h:
                 _rel(ents[k], "modify", h)
-    absorbed: set[int] = set()  # runs that only modify another run (never a location)
-    by_start = {ents[k].start: k for k in idx}
+
+
+def _part_words_modify_organ(st: _Sentence) -> None:
+    """A run of part words right after an organ ("the heart is normal size") modifies that organ
+    and is absorbed (never a location)."""
+    low, ents, runs, heads_of_run, absorbed, by_start = st.low, st.ents, st.runs, st.heads_of_run, st.absorbed, st.by_start
     for r_i in range(1, len(runs)):
         nxt_ent = by_start.get(ents[runs[r_i][-1]].end + 1)
         if (
@@ -607,6 +632,13 @@ def _relations(low: list[str], s: int, e: int, ents: list[_Ent], idx: list[int])
             # bases", a location in its own right)
             _rel(ents[heads_of_run[r_i]], "modify", heads_of_run[r_i - 1])
             absorbed.add(r_i)
+
+
+def _position_words(st: _Sentence) -> None:
+    """Position words: "below the diaphragm" modifies the anatomy after it; an orphan side word
+    ("right greater than left, pleural effusions") modifies the anatomy phrase close by."""
+    low, s, ents, idx, runs, heads_of_run = st.low, st.s, st.ents, st.idx, st.runs, st.heads_of_run
+    absorbed, by_start, gap = st.absorbed, st.by_start, st.gap
     ent_tok = {t for k in idx for t in range(ents[k].start, ents[k].end + 1)}
     for r_i, run in enumerate(runs):
         if all(ents[k].cls == A_PRE and low[ents[k].start] in _ABOVE_BELOW for k in run):
@@ -668,6 +700,12 @@ def _relations(low: list[str], s: int, e: int, ents: list[_Ent], idx: list[int])
                 for k in run:
                     _rel(ents[k], "modify", heads_of_run[tgt])
                 absorbed.add(r_i)
+
+
+def _coordinated_anatomy(st: _Sentence) -> None:
+    """Coordinated anatomy: "mediastinal and hilar contours" (the part word modifies every organ),
+    "pulmonary or mediastinal vascular engorgement", "base of the right lung"."""
+    low, ents, runs, heads_of_run, absorbed, gap = st.low, st.ents, st.runs, st.heads_of_run, st.absorbed, st.gap
     for r_i in range(1, len(runs)):
         prev, run = runs[r_i - 1], runs[r_i]
         g = gap(prev[-1], run[0])
@@ -698,8 +736,12 @@ def _relations(low: list[str], s: int, e: int, ents: list[_Ent], idx: list[int])
         elif g in (["of"], ["of", "the"]) and low[ents[prev[-1]].end] in L.ANAT_PART:
             # "upper margin of the clavicles", "base of the right lung"
             _rel(ents[heads_of_run[r_i - 1]], "modify", heads_of_run[r_i])
-    # --- noun phrases ---------------------------------------------------------------------------
-    nps: list[list[int]] = []
+
+
+def _noun_phrases(st: _Sentence) -> None:
+    """Noun phrases: entities joined by glue tokens ("-", "to", "/"), coordinated anatomy, or
+    "mild - to - moderate"."""
+    ents, idx, nps, gap = st.ents, st.idx, st.nps, st.gap
     for k in idx:
         if nps:
             last = nps[-1][-1]
@@ -712,7 +754,12 @@ def _relations(low: list[str], s: int, e: int, ents: list[_Ent], idx: list[int])
                 nps[-1].append(k)
                 continue
         nps.append([k])
-    heads: list[int] = []
+
+
+def _phrase_heads(st: _Sentence) -> None:
+    """Each noun phrase's head (the finding or device it names; -1: none); its other observation
+    words modify the head."""
+    low, ents, nps, heads, gap = st.low, st.ents, st.nps, st.heads, st.gap
     for n_i, np_ in enumerate(nps):
         obs = [k for k in np_ if not ents[k].is_anat]
         if not obs:
@@ -754,8 +801,11 @@ def _relations(low: list[str], s: int, e: int, ents: list[_Ent], idx: list[int])
         for k in obs:
             if k != h:
                 _rel(ents[k], "modify", h)
-    # --- device attributes: "tip of the endotracheal tube" ------------------------------------
-    of_link: dict[int, int] = {}
+
+
+def _device_attributes(st: _Sentence) -> None:
+    """Device attributes: "tip of the endotracheal tube" (the attribute modifies the device)."""
+    ents, nps, heads, of_link, gap = st.ents, st.nps, st.heads, st.of_link, st.gap
     for n_i in range(len(nps) - 1):
         h, h2 = heads[n_i], heads[n_i + 1]
         if (
@@ -767,72 +817,83 @@ def _relations(low: list[str], s: int, e: int, ents: list[_Ent], idx: list[int])
             _rel(ents[h], "modify", h2)
             of_link[n_i] = n_i + 1
 
-    # --- locations and status words -----------------------------------------------------------
-    def subject_walk(n_i: int, h: int) -> bool:
-        """Status word after its subject ("heart size is normal", "effusions are unchanged",
-        "mildly enlarged heart, mediastinal and hilar contours are unchanged"): located_at every
-        anatomy of the (coordinated) subject, or modify the finding it describes."""
-        j = n_i - 1
-        if j < 0 or not all(t in _COPULA for t in gap(nps[j][-1], nps[n_i][0])):
-            return False
-        done = False
-        while j >= 0:
-            runs_j = sorted({run_of[k] for k in nps[j] if ents[k].is_anat} - absorbed)
-            hj = heads[j]
-            if hj >= 0 and not (runs_j and ents[hj].end < ents[runs[runs_j[0]][0]].start):
-                # a finding ("moderate pulmonary edema and small effusion have increased")
-                _rel(ents[h], "modify", hj)
-            else:
-                # anatomy, possibly after an adjective ("mildly enlarged heart, mediastinal and
-                # hilar contours are unchanged")
-                for r in runs_j:
-                    _rel(ents[h], "located_at", heads_of_run[r])
-            done = True
-            gj = gap(nps[j - 1][-1], nps[j][0]) if j > 0 else ["."]
-            if not (gj and all(t in _COORD for t in gj)) or (hj >= 0 and gj == [","]):
-                break
-            hp = heads[j - 1]
-            if hp >= 0 and ents[hp].cls in (O_POST, O_PRE) and not any(ents[k].is_anat for k in nps[j - 1]):
-                break  # "heart is enlarged and lungs are clear": a previous clause's predicate
-            j -= 1
-        return done
 
-    def look_right(n_i: int, h: int, device: bool) -> list[int]:
-        """Anatomy named after the finding: "at the bases", "in the right lower lobe", also past a
-        status word ("atelectasis persists at the left base") and over a coordinated list ("at the
-        right base, right lower chest wall, and right lung apex")."""
-        j = of_link.get(n_i, n_i) + 1
-        while (
-            j < len(nps)
-            and all(ents[k].cls in (O_POST, O_PRE) for k in nps[j])
-            and all(t in _COPULA_VERB for t in gap(nps[j - 1][-1], nps[j][0]))
-        ):
-            j += 1
-        if j >= len(nps) or not ents[nps[j][0]].is_anat:
-            return []
-        g = gap(nps[j - 1][-1], nps[j][0])
-        limit = 9 if device else 4  # "tube ends 4 cm above the carina"
-        if low[ents[nps[j][0]].start] in _ABOVE_BELOW and len(nps[j]) == 1 and j + 1 < len(nps):
-            # "passes below the diaphragm": "below" is itself an anatomy modifier
-            g = [*g, "below"]
-            if ents[nps[j + 1][0]].is_anat:
-                j += 1
-        if not (0 < len(g) <= limit and any(t in L.LOCATION_PREPS and t != "the" for t in g)):
-            return []
-        first = run_head[nps[j][0]]
-        if run_of[first] in absorbed:
-            # an absorbed position word ("in the right anteromedial hemithorax"): use its anatomy
-            first = next((t for r, t in ents[first].rels if r == "modify" and ents[t].is_anat), first)
-        out = [first]
-        while (
-            j + 1 < len(nps)
-            and ents[nps[j + 1][0]].is_anat
-            and all(t in _COORD for t in gap(nps[j][-1], nps[j + 1][0]))
-        ):
-            j += 1
-            out.append(run_head[nps[j][0]])
-        return out
+def _subject_walk(st: _Sentence, n_i: int, h: int) -> bool:
+    """Status word after its subject ("heart size is normal", "effusions are unchanged",
+    "mildly enlarged heart, mediastinal and hilar contours are unchanged"): located_at every
+    anatomy of the (coordinated) subject, or modify the finding it describes."""
+    ents, runs, run_of, heads_of_run, absorbed, nps = st.ents, st.runs, st.run_of, st.heads_of_run, st.absorbed, st.nps
+    heads, gap = st.heads, st.gap
+    j = n_i - 1
+    if j < 0 or not all(t in _COPULA for t in gap(nps[j][-1], nps[n_i][0])):
+        return False
+    done = False
+    while j >= 0:
+        runs_j = sorted({run_of[k] for k in nps[j] if ents[k].is_anat} - absorbed)
+        hj = heads[j]
+        if hj >= 0 and not (runs_j and ents[hj].end < ents[runs[runs_j[0]][0]].start):
+            # a finding ("moderate pulmonary edema and small effusion have increased")
+            _rel(ents[h], "modify", hj)
+        else:
+            # anatomy, possibly after an adjective ("mildly enlarged heart, mediastinal and
+            # hilar contours are unchanged")
+            for r in runs_j:
+                _rel(ents[h], "located_at", heads_of_run[r])
+        done = True
+        gj = gap(nps[j - 1][-1], nps[j][0]) if j > 0 else ["."]
+        if not (gj and all(t in _COORD for t in gj)) or (hj >= 0 and gj == [","]):
+            break
+        hp = heads[j - 1]
+        if hp >= 0 and ents[hp].cls in (O_POST, O_PRE) and not any(ents[k].is_anat for k in nps[j - 1]):
+            break  # "heart is enlarged and lungs are clear": a previous clause's predicate
+        j -= 1
+    return done
 
+
+def _look_right(st: _Sentence, n_i: int, h: int, device: bool) -> list[int]:
+    """Anatomy named after the finding: "at the bases", "in the right lower lobe", also past a
+    status word ("atelectasis persists at the left base") and over a coordinated list ("at the
+    right base, right lower chest wall, and right lung apex")."""
+    low, ents, run_head, run_of, absorbed, nps = st.low, st.ents, st.run_head, st.run_of, st.absorbed, st.nps
+    of_link, gap = st.of_link, st.gap
+    j = of_link.get(n_i, n_i) + 1
+    while (
+        j < len(nps)
+        and all(ents[k].cls in (O_POST, O_PRE) for k in nps[j])
+        and all(t in _COPULA_VERB for t in gap(nps[j - 1][-1], nps[j][0]))
+    ):
+        j += 1
+    if j >= len(nps) or not ents[nps[j][0]].is_anat:
+        return []
+    g = gap(nps[j - 1][-1], nps[j][0])
+    limit = 9 if device else 4  # "tube ends 4 cm above the carina"
+    if low[ents[nps[j][0]].start] in _ABOVE_BELOW and len(nps[j]) == 1 and j + 1 < len(nps):
+        # "passes below the diaphragm": "below" is itself an anatomy modifier
+        g = [*g, "below"]
+        if ents[nps[j + 1][0]].is_anat:
+            j += 1
+    if not (0 < len(g) <= limit and any(t in L.LOCATION_PREPS and t != "the" for t in g)):
+        return []
+    first = run_head[nps[j][0]]
+    if run_of[first] in absorbed:
+        # an absorbed position word ("in the right anteromedial hemithorax"): use its anatomy
+        first = next((t for r, t in ents[first].rels if r == "modify" and ents[t].is_anat), first)
+    out = [first]
+    while (
+        j + 1 < len(nps)
+        and ents[nps[j + 1][0]].is_anat
+        and all(t in _COORD for t in gap(nps[j][-1], nps[j + 1][0]))
+    ):
+        j += 1
+        out.append(run_head[nps[j][0]])
+    return out
+
+
+def _locations_and_status(st: _Sentence) -> None:
+    """Where each phrase head is (located_at its anatomy, before or after it) and what a status word
+    describes ("atelectasis is unchanged", "heart size is normal", "the aorta is calcified")."""
+    low, ents, runs, run_head, run_of, heads_of_run = st.low, st.ents, st.runs, st.run_head, st.run_of, st.heads_of_run
+    absorbed, nps, heads, of_link, gap = st.absorbed, st.nps, st.heads, st.of_link, st.gap
     for n_i, np_ in enumerate(nps):
         h = heads[n_i]
         if h < 0 or n_i in of_link.values() and (n_i - 1) in of_link:
@@ -855,7 +916,7 @@ def _relations(low: list[str], s: int, e: int, ents: list[_Ent], idx: list[int])
         device = low[ents[h].end] in _DEVICES
         if device and targets and all(ents[k].cls == A_PRE for r in anat_runs for k in runs[r]):
             # "Right PICC line ends in the SVC": located at "right" and where it ends
-            targets = targets + look_right(n_i, h, device)
+            targets = targets + _look_right(st, n_i, h, device)
         status = ents[h].cls in (O_POST, O_PRE) and not anat_runs
         if (
             not status
@@ -896,10 +957,10 @@ def _relations(low: list[str], s: int, e: int, ents: list[_Ent], idx: list[int])
                     _rel(ents[h], "modify", heads[j - 1])
                     j -= 1
                 continue
-        if status and subject_walk(n_i, h):
+        if status and _subject_walk(st, n_i, h):
             continue
         if not targets:
-            targets = look_right(n_i, h, device)
+            targets = _look_right(st, n_i, h, device)
             if targets:
                 # "masses and nodules throughout both lungs": coordinated findings share it
                 j = n_i
@@ -919,7 +980,11 @@ def _relations(low: list[str], s: int, e: int, ents: list[_Ent], idx: list[int])
             prev = [heads[j] for j in range(n_i) if heads[j] >= 0 and ents[heads[j]].cls == O_HEAD]
             if prev:
                 _rel(ents[h], "modify", prev[-1])
-    # --- "bibasilar atelectasis or pneumonia": a bare alternative shares the location ---------
+
+
+def _shared_alternatives(st: _Sentence) -> None:
+    """"bibasilar atelectasis or pneumonia": a bare alternative shares the location."""
+    low, ents, nps, heads, gap = st.low, st.ents, st.nps, st.heads, st.gap
     for n_i in range(1, len(nps)):
         h, hp = heads[n_i], heads[n_i - 1]
         if (
@@ -934,7 +999,12 @@ def _relations(low: list[str], s: int, e: int, ents: list[_Ent], idx: list[int])
             for r, t in list(ents[hp].rels):
                 if r == "located_at" and ents[t].end < ents[hp].start and t in nps[n_i - 1]:
                     _rel(ents[h], "located_at", t)
-    # --- fallback: RadGraph-XL links every modifier/status word to something ----------------
+
+
+def _fallback_modifiers(st: _Sentence) -> None:
+    """Fallback: RadGraph-XL links every modifier/status word to something; an unlinked one modifies
+    the next finding close by, else the previous one."""
+    ents, nps, heads = st.ents, st.nps, st.heads
     for n_i in range(len(nps)):
         h = heads[n_i]
         if h < 0 or ents[h].rels or ents[h].cls not in (O_POST, O_PRE):
@@ -948,7 +1018,11 @@ def _relations(low: list[str], s: int, e: int, ents: list[_Ent], idx: list[int])
         tgt = nxt[0] if nxt else prv[-1] if prv else -1
         if tgt >= 0:
             _rel(ents[h], "modify", tgt)
-    # --- suggestive_of ----------------------------------------------------------------------
+
+
+def _suggestive_of(st: _Sentence) -> None:
+    """"... suggestive of ...": the finding before the cue is suggestive_of every finding after it."""
+    low, s, e, ents, heads = st.low, st.s, st.e, st.ents, st.heads
     i = s if not _SUGGEST_FIRST.isdisjoint(low[s:e]) else e
     while i < e:
         m = _cue_at(low, i, _SUGGEST_INDEX)[0] if low[i] in _SUGGEST_INDEX else 0
@@ -963,6 +1037,31 @@ def _relations(low: list[str], s: int, e: int, ents: list[_Ent], idx: list[int])
                 _rel(ents[src], "suggestive_of", t)
             break
         i += m
+
+
+# The relation passes, in order: each reads what the earlier ones built (see :class:`_Sentence`).
+_RELATION_PASSES = (
+    _anatomy_runs,
+    _part_words_modify_organ,
+    _position_words,
+    _coordinated_anatomy,
+    _noun_phrases,
+    _phrase_heads,
+    _device_attributes,
+    _locations_and_status,
+    _shared_alternatives,
+    _fallback_modifiers,
+    _suggestive_of,
+)
+
+
+def _relations(low: list[str], s: int, e: int, ents: list[_Ent], idx: list[int]) -> None:
+    """Add relations for the entities ``idx`` (indices into ``ents``) of sentence [s, e)."""
+    if len(idx) < 2:
+        return  # a relation needs two entities
+    st = _Sentence(low, s, e, ents, idx)
+    for relation_pass in _RELATION_PASSES:
+        relation_pass(st)
 
 
 Frozen = tuple[str, tuple[tuple[str, str, int, int, tuple[tuple[str, str], ...]], ...]]
