@@ -124,3 +124,43 @@ def test_rsna_reads_dcm(tmp_path: Path) -> None:
     res = load("rsna", root)
     assert [r["id"] for r in res.records] == ["rsna-pa", "rsna-pb"] and res.skipped == []
     assert res.records[0]["image_path"].endswith(".dcm") and res.records[0]["image_width"] == 96
+
+
+def _siim_rle(mask: np.ndarray) -> str:
+    """SIIM's relative column-major RLE of a boolean [y, x] mask (written independently of the loader)."""
+    flat = mask.T.reshape(-1)  # column by column
+    out, prev_end, i = [], 0, 0
+    while i < flat.size:
+        if flat[i]:
+            j = i
+            while j < flat.size and flat[j]:
+                j += 1
+            out += [i - prev_end, j - i]
+            prev_end, i = j, j
+        else:
+            i += 1
+    return " ".join(map(str, out))
+
+
+def test_siim_nested_dicoms_and_rle_masks(tmp_path: Path) -> None:
+    root = tmp_path / "siim"
+    uid = "1.2.276.0.7230010.3.1.4.8323329.{}.1517875166.8504".format
+    for k, iid in enumerate((uid(1), uid(2), uid(3))):
+        write_dicom(root / "dicom-images-train" / f"1.2.3.{k}" / f"1.2.3.{k}.1" / f"{iid}.dcm", PX, patient_id=f"pat{k}")
+    a = np.zeros((80, 96), dtype=bool)
+    a[20:30, 10:20] = True  # y 20..29, x 10..19: patient right on a frontal film
+    b = np.zeros((80, 96), dtype=bool)
+    b[5:10, 60:65] = True
+    (root / "train-rle.csv").write_text(
+        "ImageId, EncodedPixels\n"  # the release's header has the space
+        f"{uid(1)},-1\n{uid(2)},{_siim_rle(a)}\n{uid(2)},{_siim_rle(b)}\n{uid(3)},5 10 7\n{uid(4)},-1\n")
+    res = load("siim", root)
+    recs = {r["id"]: r for r in res.records}
+    assert set(recs) == {f"siim-{uid(1)}", f"siim-{uid(2)}"}
+    neg, pos = recs[f"siim-{uid(1)}"], recs[f"siim-{uid(2)}"]
+    assert neg["boxes"] == [] and neg["chexpert"]["Pneumothorax"] == 0 and neg["patient_id"] == "pat0"
+    assert [b["box"] for b in pos["boxes"]] == [pytest.approx([10 / 96, 20 / 80, 20 / 96, 30 / 80]),
+                                                 pytest.approx([60 / 96, 5 / 80, 65 / 96, 10 / 80])]
+    assert pos["findings"][0]["laterality"] == "bilateral" and pos["chexpert"]["Pneumothorax"] == 1
+    reasons = " | ".join(s["reason"] for s in res.skipped)
+    assert "start/length pairs" in reasons and "missing image file" in reasons

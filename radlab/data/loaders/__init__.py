@@ -39,6 +39,7 @@ from radlab.data.loaders import (
     padchest_gr,
     radvlm,
     rsna,
+    siim,
     vindr,
 )
 from radlab.data.loaders._common import LoaderError, LoadResult, hash_split
@@ -55,6 +56,7 @@ LOADERS: dict[str, Callable[..., LoadResult]] = {
     "chexpert": chexpert.load_chexpert,
     "chexpert_plus": chexpert.load_chexpert_plus,
     "rsna": rsna.load_rsna,
+    "siim": siim.load_siim,
     "imagenome": imagenome.load_imagenome,
     "iu_xray": iu_xray.load_iu_xray,
 }
