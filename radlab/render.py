@@ -91,7 +91,14 @@ def render_notebook(
         embed_images=True,
     )
     body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}, "radlab_bar": bar})
-    return runs.write_text(html_path, body)
+    return _write_page(html_path, body)
+
+
+def _write_page(path: Path, text: str) -> Path:
+    """Atomically write a page others may read (a temp file is private until renamed)."""
+    runs.write_text(path, text)
+    os.chmod(path, 0o644)
+    return path
 
 
 # --------------------------------------------------------------------------------------------
@@ -454,7 +461,7 @@ def render_index(
                 page = nb.with_suffix(".html")
                 if not page.exists() or page.stat().st_mtime < nb.stat().st_mtime:
                     render_notebook(nb, index_href=f"../{INDEX}")
-    return runs.write_text(exp_dir / INDEX, index_html(experiment, infos, exp_dir))
+    return _write_page(exp_dir / INDEX, index_html(experiment, infos, exp_dir))
 
 
 __all__ = ["render_notebook", "render_index", "read_run", "read_experiment", "RunInfo", "format_seconds", "INDEX"]
