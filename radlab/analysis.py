@@ -28,9 +28,9 @@ from typing import Any
 import pandas as pd
 
 from radlab import runs
+from radlab.experiment import MODEL_ORDER, PAPER_LABELS, paper_question, reward_ablations, reward_names
 
-# Display order of models and metrics.
-MODEL_ORDER = ("base", "sft", "sft_more", "sft+grpo", "cold_start", "cold_start+grpo", "text_only", "shuffled_image")
+# Display order of metrics (models: radlab.experiment.MODEL_ORDER).
 REPORT_METRICS = (
     "rouge_l", "bleu4", "chexpert_f1_micro14", "chexpert_f1_macro14", "chexpert_f1_micro5", "chexpert_f1_macro5",
     "chexpert_f1", "f1radgraph_simple", "f1radgraph_partial", "f1radgraph_complete", "radcliq_lite", "mean_chars",
@@ -160,47 +160,57 @@ def table2(results: pd.DataFrame, models: Sequence[str] | None = None, metric: s
                         f"Table 2. Grounding {LABELS.get(metric, metric)} (×100) per task ({ci:.0%} bootstrap CI)")
 
 
-def table3(results: pd.DataFrame, specs: Sequence[Any]) -> tuple[Table | None, str]:
-    """Table 3: the reward ablation over non-thinking GRPO runs started from SFT.
+TABLE3_COLUMNS = ["group", "model", "run", "rewards", "task", "metric", "value", "ci_low", "ci_high", "n"]
 
-    A run's rewards come from its ``params.yaml`` (``reward_names``).  Needs at least two such
-    runs with different rewards; otherwise returns ``(None, reason)``.  Rows are labelled
-    ``"<model> (+ reward, reward)"``; ``sft`` is the shared start.
+
+def table3(results: pd.DataFrame, specs: Sequence[Any], run_dir: str | os.PathLike[str] | None = None
+           ) -> tuple[Table | None, str]:
+    """Table 3: the reward ablation, over GRPO runs that differ only in their rewards.
+
+    Rows: every GRPO run of a group found by :func:`radlab.experiment.reward_ablations` (same params
+    but ``reward_names`` / ``reward_weights`` / ``annotator``), labelled by the model (``sft+grpo``,
+    ``sft+grpo[bleu]``); columns: the report metrics, the grounding metrics, then the mean output
+    length (report characters, report and grounding tokens).  With ``run_dir`` the long form
+    (:data:`TABLE3_COLUMNS`) is written to ``table3.csv``.  Without such a group returns
+    ``(None, reason)``.
     """
-    from radlab.evaluation import reward_names
-
-    runs_ = [s for s in specs if s.run_params and not s.thinking and s.run_dir is not None
-             and s.run_dir.name.startswith("grpo")]
-    rewards = {s.name: reward_names(s.run_params) for s in runs_}
-    distinct = {tuple(v) for v in rewards.values()}
-    if len(runs_) < 2 or len(distinct) < 2:
-        found = ", ".join(f"{k}: {'+'.join(v) or '?'}" for k, v in rewards.items()) or "none"
-        return None, ("Table 3 (reward ablation) skipped: it needs at least two non-thinking GRPO runs with "
-                      f"different rewards (found {found}); add runs with run_name grpo_<name> and other reward_names")
-    present = set(results.loc[results["task"] == "report", "metric"])
-    cols = [(LABELS.get(m, m), "report", m) for m in REPORT_METRICS if m in present]
-    models = ["sft"] + [s.name for s in runs_] if "sft" in set(results["model"]) else [s.name for s in runs_]
-    table = metric_table(results, cols, models, "Table 3. Reward ablation, report task (×100; chars = mean answer "
-                         "length in characters)")
-    rename = {s.name: f"{s.name} (+ {', '.join(rewards[s.name]) or '?'})" for s in runs_}
-    for df in (table.values, table.text, table.best):
-        df.rename(index=rename, inplace=True)
+    groups = [[s for s in g if s.name in set(results["model"])] for g in reward_ablations(specs)]
+    groups = [g for g in groups if len(g) >= 2]
+    if not groups:
+        found = ", ".join(f"{s.name}: {'+'.join(reward_names(s.run_params))}" for s in specs
+                          if s.run_params.get("stage") == "grpo") or "none"
+        return None, ("Table 3 (reward ablation) skipped: it needs two or more evaluated GRPO runs that differ only "
+                      f"in their rewards (GRPO runs: {found}); add a params file with stage: grpo and other "
+                      "reward_names")
+    have = {(t, m) for t, m in zip(results["task"], results["metric"])}
+    cols = [(LABELS.get(m, m), "report", m) for m in REPORT_METRICS if m != "mean_chars" and ("report", m) in have]
+    cols += [(LABELS.get(m, m), "grounding", m) for m in GROUNDING_METRICS if ("grounding", m) in have]
+    cols += [(label, task, m) for label, task, m in (("chars", "report", "mean_chars"),
+                                                      ("tokens (report)", "report", "n_tokens"),
+                                                      ("tokens (grounding)", "grounding", "n_tokens"))
+             if (task, m) in have]
+    members = [s for g in groups for s in g]
+    table = metric_table(results, cols, [s.name for s in members],
+                         "Table 3. Reward ablation: GRPO runs that differ only in their rewards (×100 except RCQ-lite "
+                         "and lengths; chars = mean report length in characters, tokens = mean output tokens)")
+    if run_dir is not None:
+        index = {(r.model, r.task, r.metric): r for r in results.itertuples(index=False)}
+        rows = []
+        for g_i, group in enumerate(groups):
+            for s in group:
+                for _, task, metric in cols:
+                    r = index.get((s.name, task, metric))
+                    if r is not None:
+                        rows.append({"group": g_i, "model": s.name, "run": s.run,
+                                     "rewards": ",".join(reward_names(s.run_params)), "task": task, "metric": metric,
+                                     "value": r.value, "ci_low": r.ci_low, "ci_high": r.ci_high, "n": r.n})
+        runs.write_table(pd.DataFrame(rows, columns=TABLE3_COLUMNS), Path(run_dir) / "table3.csv")
     return table, ""
 
 
 # ----------------------------------------------------------------------------------------------
 # Key tests and the findings paragraph
 # ----------------------------------------------------------------------------------------------
-
-KEY_TESTS = (
-    ("sft+grpo", "sft", "RL vs SFT"),
-    ("sft+grpo", "sft_more", "RL vs compute-matched SFT"),
-    ("cold_start+grpo", "sft+grpo", "thinking vs no thinking"),
-    ("cold_start+grpo", "cold_start", "RL on the thinking model"),
-    ("sft", "text_only", "SFT vs text-only prior"),
-    ("sft", "shuffled_image", "SFT vs shuffled image"),
-)
-
 
 def headline_metric(results: pd.DataFrame, task: str, preferred: str) -> str | None:
     """``preferred`` if ``results`` has it for ``task``, else the first available fallback."""
@@ -223,13 +233,16 @@ def verdict(diff: float, lo: float, hi: float, lower_is_better: bool = False) ->
 
 def key_tests(comparisons: pd.DataFrame, results: pd.DataFrame, report_metric: str = "f1radgraph_partial",
               grounding_metric: str = "map50") -> pd.DataFrame:
-    """The paired tests behind the paper's claims on each task's headline metric.
+    """The declared comparisons (the pairs of ``comparisons``, in order) on each task's headline metric.
 
     Columns: ``question, model_a, model_b, task, metric, a, b, diff, ci_low, ci_high, n, verdict``
-    (``a``/``b`` the two models' values from ``results``).
+    (``a``/``b`` the two models' values from ``results``; ``question`` the paper's wording for its
+    pairs, else ``"a vs b"``).
     """
     rows = []
-    for a, b, question in KEY_TESTS:
+    pairs = list(dict.fromkeys(zip(comparisons["model_a"], comparisons["model_b"]))) if len(comparisons) else []
+    for a, b in pairs:
+        question = paper_question(a, b)
         for task, pref in (("report", report_metric), ("grounding", grounding_metric)):
             metric = headline_metric(results, task, pref)
             c = _comparison(comparisons, a, b, task, metric)
@@ -278,8 +291,6 @@ def _tally(comparisons: pd.DataFrame, a: str, b: str, task: str) -> str:
 
 def _targeted_tasks(spec: Any) -> set[str]:
     """Tasks a GRPO run optimised: its ``tasks`` param, else inferred from its reward names."""
-    from radlab.evaluation import reward_names
-
     tasks = spec.run_params.get("tasks") if spec.run_params else None
     if isinstance(tasks, str) and tasks.strip():
         return {t.strip() for t in tasks.split(",") if t.strip()}
@@ -302,12 +313,13 @@ def _targeted_tasks(spec: Any) -> set[str]:
 
 
 def grpo_starts(specs: Sequence[Any]) -> dict[str, str]:
-    """GRPO model -> the model it started from (``cold_start`` for thinking runs, else ``sft``)."""
-    out = {}
-    for s in specs:
-        if s.name == "sft+grpo" or (s.run_dir is not None and s.run_dir.name.startswith("grpo")):
-            out[s.name] = "cold_start" if s.thinking else "sft"
-    return out
+    """GRPO model -> the model it started from (both labels; runs started outside the experiment are left out)."""
+    return {s.name: s.start for s in specs if s.run_params.get("stage") == "grpo" and s.start}
+
+
+def paper_labels(specs: Sequence[Any] = ()) -> dict[str, str]:
+    """The paper's run names -> the labels of their models here (from ``specs``; else the defaults)."""
+    return {**PAPER_LABELS, **{s.run: s.name for s in specs if s.run in PAPER_LABELS}}
 
 
 def findings(results: pd.DataFrame, comparisons: pd.DataFrame, specs: Sequence[Any] = (),
@@ -325,6 +337,8 @@ def findings(results: pd.DataFrame, comparisons: pd.DataFrame, specs: Sequence[A
     metric_of = {"report": headline_metric(results, "report", report_metric),
                  "grounding": headline_metric(results, "grounding", grounding_metric)}
     models = set(results["model"])
+    lab = paper_labels(specs)  # the labels of the paper's runs in this experiment
+    m_sft, m_more, m_rl, m_cold_rl = lab["sft"], lab["sft_more"], lab["grpo"], lab["grpo_think"]
 
     def name(m: str | None) -> str:
         return LABELS.get(m or "", m or "?")
@@ -344,30 +358,28 @@ def findings(results: pd.DataFrame, comparisons: pd.DataFrame, specs: Sequence[A
                 + (f"; over all {tally}" if tally else "") + ".")
 
     # 1. RL vs SFT, per task.
-    rl = [s for t in ("report", "grounding") if (s := sentence("sft+grpo", "sft", t, "RL vs SFT"))]
+    rl = [s for t in ("report", "grounding") if (s := sentence(m_rl, m_sft, t, "RL vs SFT"))]
     if rl:
         out += rl
     else:
-        out.append("RL vs SFT: not tested (" + ", ".join(m for m in ("sft+grpo", "sft") if m not in models)
+        out.append("RL vs SFT: not tested (" + ", ".join(m for m in (m_rl, m_sft) if m not in models)
                    + " not evaluated).")
     # 2. Compute-matched control.
-    cm = [s for t in ("report", "grounding") if (s := sentence("sft+grpo", "sft_more", t, "RL vs SFT for the same "
-                                                                                          "wall time (sft_more)"))]
+    cm = [s for t in ("report", "grounding") if (s := sentence(m_rl, m_more, t, f"RL vs SFT for the same budget ({m_more})"))]
     if cm:
         out += cm
-    elif "sft+grpo" in models:
-        out.append("The compute-matched control (sft_more: SFT continued for the GRPO wall time) is missing, so a "
+    elif m_rl in models:
+        out.append(f"The compute-matched control ({m_more}: SFT continued for the GRPO budget) is missing, so a "
                    "gain of RL over SFT cannot be separated from simply training longer.")
     # 3. Thinking.
-    th = [s for t in ("report", "grounding") if (s := sentence("cold_start+grpo", "sft+grpo", t,
-                                                               "Thinking vs no thinking after RL"))]
+    th = [s for t in ("report", "grounding") if (s := sentence(m_cold_rl, m_rl, t, "Thinking vs no thinking after RL"))]
     if th:
         out += th
-    elif "cold_start+grpo" not in models:
-        out.append("Thinking vs no thinking: not tested (cold_start+grpo not evaluated).")
+    elif m_cold_rl not in models:
+        out.append(f"Thinking vs no thinking: not tested ({m_cold_rl} not evaluated).")
     # 4. Reward hacking through length, and 5. the non-targeted task.
     spec_by = {s.name: s for s in specs}
-    starts = grpo_starts(specs) or {m: "sft" for m in models if m == "sft+grpo"}
+    starts = grpo_starts(specs) or {m: m_sft for m in models if m == m_rl}
     for model, start in starts.items():
         if model not in models or start not in models:
             continue
@@ -403,7 +415,7 @@ def findings(results: pd.DataFrame, comparisons: pd.DataFrame, specs: Sequence[A
     # 7. Shortcuts.
     for base in ("text_only", "shuffled_image"):
         for task in ("report", "grounding"):
-            s = sentence("sft", base, task, {"text_only": "SFT vs the text-only prior",
+            s = sentence(m_sft, base, task, {"text_only": "SFT vs the text-only prior",
                                               "shuffled_image": "SFT vs SFT on shuffled images"}[base])
             if s:
                 out.append(s)
@@ -414,20 +426,18 @@ def findings(results: pd.DataFrame, comparisons: pd.DataFrame, specs: Sequence[A
 
 
 def models_frame(specs: Sequence[Any]) -> pd.DataFrame:
-    """The models to evaluate: ``model, path, thinking, run, rewards, note``."""
-    from radlab.evaluation import reward_names
-
-    return pd.DataFrame([{"model": s.name, "path": s.path, "thinking": s.thinking,
-                          "run": s.run_dir.name if s.run_dir is not None else "",
-                          "rewards": ", ".join(reward_names(s.run_params)), "note": s.note} for s in specs],
-                        columns=["model", "path", "thinking", "run", "rewards", "note"])
+    """The models to evaluate: ``model, run, stage, start, rewards, thinking, path, note``."""
+    return pd.DataFrame([{"model": s.name, "run": s.run, "stage": s.run_params.get("stage", ""), "start": s.start,
+                          "rewards": ", ".join(reward_names(s.run_params)) if s.run_params.get("stage") == "grpo" else "",
+                          "thinking": s.thinking, "path": s.path, "note": s.note} for s in specs],
+                        columns=["model", "run", "stage", "start", "rewards", "thinking", "path", "note"])
 
 
 def shortcut_table(results: pd.DataFrame, report_metric: str = "f1radgraph_partial",
                    grounding_metric: str = "map50") -> Table | pd.DataFrame:
     """Headline metrics of ``sft`` next to the ``text_only`` and ``shuffled_image`` baselines
     (an empty frame when no baseline was scored)."""
-    models = [m for m in ("sft", "text_only", "shuffled_image") if m in set(results["model"])]
+    models = [m for m in (PAPER_LABELS["sft"], "text_only", "shuffled_image") if m in set(results["model"])]
     if not {"text_only", "shuffled_image"} & set(models):
         return pd.DataFrame()
     cols = [(f"{task}: {LABELS.get(m, m)}", task, m) for task, m in
@@ -468,7 +478,7 @@ def write_findings(run_dir: str | os.PathLike[str], text: str, tables: Sequence[
 
 
 __all__ = [
-    "GROUNDING_METRICS", "KEY_TESTS", "LENGTH_COLLAPSE", "MODEL_ORDER", "REPORT_METRICS", "Table", "findings",
-    "grpo_starts", "headline_metric", "key_tests", "metric_table", "model_order", "models_frame", "notes_markdown", "shortcut_table", "summary", "table1", "table2", "table3",
-    "verdict", "write_findings",
+    "GROUNDING_METRICS", "LENGTH_COLLAPSE", "REPORT_METRICS", "TABLE3_COLUMNS", "Table", "findings", "grpo_starts",
+    "headline_metric", "key_tests", "metric_table", "model_order", "models_frame", "notes_markdown", "paper_labels",
+    "shortcut_table", "summary", "table1", "table2", "table3", "verdict", "write_findings",
 ]

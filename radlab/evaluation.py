@@ -3,9 +3,9 @@
 The analysis stage (``notebooks/04_analysis.ipynb``) compares the models of one experiment on
 the data stage's held-out split (``runs/<exp>/data/eval/``, GRPO column layout):
 
-1. :func:`discover_models` maps model names (``base``, ``sft``, ``sft_more``, ``sft+grpo``,
-   ``cold_start``, ``cold_start+grpo`` and any extra ``grpo*`` run for the reward ablation) to
-   model folders; a missing one becomes a visible note, never a crash.
+1. :func:`radlab.experiment.discover_models` finds every finished training run of the experiment
+   and labels its model from its params (``sft``, ``sft_more``, ``sft+grpo``, ``cold_start``,
+   ``cold_start+grpo``, ``sft+grpo[bleu]`` ...); an unfinished one becomes a visible note.
 2. :func:`load_eval_rows` takes a seeded subset of ``n_eval`` rows per task.
 3. :func:`radlab.generation.generate` (the one generation path, shared with the training stages)
    decodes the prompts in left-padded batches, greedy by default.  It reports per row the
@@ -27,7 +27,6 @@ import gc
 import hashlib
 import json
 import os
-import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,184 +38,13 @@ import pandas as pd
 
 from radlab import runs
 from radlab.data.schema import CHEXPERT14
+from radlab.experiment import Comparison, ModelSpec, discover_models, resolve_comparisons
 from radlab.formats import answer_text, format_boxes
 from radlab.generation import GENERATION_VERSION, Generation, generate
 from radlab.params import AnalysisParams, ParamError
 from radlab.shortcuts import SHORTCUT_MODELS
 
-# Canonical model names (docs/architecture.md) and the run folder holding each model, relative
-# to runs/<experiment>/.  ``base`` is the model the SFT stage started from.
-MODEL_RUNS: dict[str, str] = {
-    "base": "sft/base_model",
-    "sft": "sft/model",
-    "sft_more": "sft_more/model",
-    "sft+grpo": "grpo/model",
-    "cold_start": "cold_start/model",
-    "cold_start+grpo": "grpo_think/model",
-}
-# Models whose prompts ask for <think>…</think> (unless their params.yaml says otherwise).
-THINKING_MODELS = frozenset({"cold_start", "cold_start+grpo"})
 TASKS = ("report", "grounding")
-
-# (model_a, model_b, question) pairs for comparisons.csv; diff = a − b, paired by row.
-COMPARISONS: tuple[tuple[str, str, str], ...] = (
-    ("sft+grpo", "sft", "RL vs SFT"),
-    ("sft+grpo", "sft_more", "RL vs compute-matched SFT"),
-    ("cold_start+grpo", "sft+grpo", "thinking vs no thinking (after RL)"),
-    ("cold_start+grpo", "cold_start", "GRPO on the thinking model"),
-    ("cold_start", "sft", "cold start vs SFT"),
-    ("sft", "base", "SFT vs base"),
-    ("sft", "text_only", "SFT vs text-only prior"),
-    ("sft", "shuffled_image", "SFT vs shuffled image"),
-)
-
-
-
-
-def model_names(spec: str) -> list[str]:
-    """``"base, sft,,sft+grpo" -> ["base", "sft", "sft+grpo"]`` (order kept, duplicates dropped)."""
-    out: list[str] = []
-    for name in spec.split(","):
-        name = name.strip()
-        if name and name not in out:
-            out.append(name)
-    return out
-
-
-def parse_model_dirs(spec: str) -> dict[str, str]:
-    """``"sft=/x/model, base=radlab:small" -> {"sft": "/x/model", "base": "radlab:small"}``."""
-    out: dict[str, str] = {}
-    for part in spec.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        name, sep, path = part.partition("=")
-        if not sep or not name.strip() or not path.strip():
-            raise ParamError(f"model_dirs: expected 'name=path', got {part!r}")
-        out[name.strip()] = path.strip()
-    return out
-
-
-# ----------------------------------------------------------------------------------------------
-# Which models exist
-# ----------------------------------------------------------------------------------------------
-
-
-@dataclass
-class ModelSpec:
-    """One model to evaluate.
-
-    ``path`` is a model folder or an embedded spec (``radlab:small``); ``run_dir`` the run folder
-    that produced it (``None`` for overrides); ``thinking`` whether its prompts ask for a think
-    block; ``run_params`` that run's ``params.yaml`` (``{}`` if none).
-    """
-
-    name: str
-    path: str
-    thinking: bool = False
-    run_dir: Path | None = None
-    run_params: dict[str, Any] = field(default_factory=dict)
-    note: str = ""
-
-
-def _read_params(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "params.yaml"
-    if not path.exists():
-        return {}
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError:
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _is_model_dir(path: Path) -> bool:
-    return path.is_dir() and ((path / "config.json").exists() or (path / "adapter_config.json").exists())
-
-
-def _base_model_path(exp_dir: Path) -> str | None:
-    """The SFT start: ``sft/base_model`` if saved, else the checkpoint named in ``sft/params.yaml``.
-
-    An embedded ``radlab:<size>`` start is only usable from ``sft/base_model`` (the SFT stage
-    builds it there with the data's texts in its tokenizer); a fresh build would be another model.
-    """
-    folder = exp_dir / "sft" / "base_model"
-    if _is_model_dir(folder):
-        return str(folder)
-    params = _read_params(exp_dir / "sft")
-    value = params.get("model_name_or_path")
-    if isinstance(value, str) and value and not value.startswith("radlab:"):
-        return value
-    return None
-
-
-def _looks_like_hub_id(path: str) -> bool:
-    return bool(re.match(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$", path)) and not Path(path).exists()
-
-
-def reward_names(run_params: Mapping[str, Any]) -> list[str]:
-    """Reward names recorded in a GRPO run's params (``reward_funcs``/``rewards``/…), in order."""
-    for key in ("reward_funcs", "rewards", "reward_names", "reward", "report_reward"):
-        value = run_params.get(key)
-        if isinstance(value, str) and value.strip():
-            return [v.strip() for v in value.split(",") if v.strip()]
-        if isinstance(value, (list, tuple)) and value:
-            return [str(v) for v in value]
-    return []
-
-
-def discover_models(params: AnalysisParams) -> tuple[list[ModelSpec], list[str]]:
-    """Resolve ``params.models`` (and, with ``ablation``, extra ``grpo*`` runs) to model folders.
-
-    Returns ``(specs, notes)``: a model whose folder is missing is left out and described in
-    ``notes`` (shown in the notebook), so a partial experiment still renders.
-    """
-    exp_dir = params.experiment_dir
-    overrides = parse_model_dirs(params.model_dirs)
-    specs: list[ModelSpec] = []
-    notes: list[str] = []
-    for name in model_names(params.models):
-        run_dir: Path | None = None
-        if name in overrides:
-            path: str | None = overrides[name]
-        elif name == "base":
-            path = _base_model_path(exp_dir)
-            run_dir = exp_dir / "sft"
-        else:
-            rel = Path(MODEL_RUNS[name])
-            run_dir = exp_dir / rel.parent
-            path = str(exp_dir / rel)
-        if path is None:
-            notes.append(f"{name}: skipped — no sft/base_model folder (and no hub checkpoint in sft/params.yaml)")
-            continue
-        if not path.startswith("radlab:") and not _is_model_dir(Path(path)) and not _looks_like_hub_id(path):
-            if name in overrides:
-                raise ParamError(f"model_dirs: {name}={path!r} is not a model folder (no config.json)")
-            hint = " (the compute-matched SFT control is written by the sft_more run)" if name == "sft_more" else ""
-            notes.append(f"{name}: skipped — no model folder at {path}{hint}")
-            continue
-        run_params = _read_params(run_dir) if run_dir is not None and name != "base" else {}
-        thinking = bool(run_params.get("thinking", name in THINKING_MODELS))
-        note = ""
-        if run_dir is not None and name != "base" and not runs.is_complete(run_dir):
-            note = f"{name}: run folder {run_dir} has no DONE marker; evaluating its saved model anyway"
-            notes.append(note)
-        specs.append(ModelSpec(name, path, thinking, run_dir, run_params, note))
-    if params.ablation and exp_dir.is_dir():
-        known_dirs = {Path(MODEL_RUNS[n]).parent.name for n in ("sft+grpo", "cold_start+grpo")}
-        for run_dir in sorted(p for p in exp_dir.iterdir() if p.is_dir() and p.name.startswith("grpo")):
-            if run_dir.name in known_dirs:
-                continue
-            model_dir = run_dir / "model"
-            if not _is_model_dir(model_dir):
-                notes.append(f"{run_dir.name}: ablation run skipped — no model folder at {model_dir}")
-                continue
-            run_params = _read_params(run_dir)
-            specs.append(ModelSpec(run_dir.name, str(model_dir), bool(run_params.get("thinking", False)),
-                                   run_dir, run_params))
-    return specs, notes
 
 
 # ----------------------------------------------------------------------------------------------
@@ -621,7 +449,7 @@ def comparisons_table(per_sample: pd.DataFrame, pairs: Sequence[tuple[str, str]]
     For each pair whose models both exist, rows are matched on ``(task, id)`` and
     ``radlab.metrics.paired_bootstrap`` resamples the matched rows jointly (corpus metrics are
     recomputed for both models on each resample).  Pairs with a missing model are skipped (see
-    :func:`missing_pairs`).
+    :func:`radlab.experiment.resolve_comparisons`).
     """
     from radlab import metrics
 
@@ -644,20 +472,6 @@ def comparisons_table(per_sample: pd.DataFrame, pairs: Sequence[tuple[str, str]]
             for rec in res.to_dict("records"):
                 out.append({"model_a": a, "model_b": b, "task": task, **rec})
     return pd.DataFrame(out, columns=COMPARISONS_COLUMNS)
-
-
-def comparison_pairs(models: Iterable[str], extra_grpo: Iterable[str] = ()) -> list[tuple[str, str]]:
-    """The standard pairs (:data:`COMPARISONS`) plus each ablation GRPO run vs ``sft``."""
-    pairs = [(a, b) for a, b, _ in COMPARISONS]
-    pairs += [(name, "sft") for name in extra_grpo]
-    return pairs
-
-
-def missing_pairs(models: Iterable[str], pairs: Sequence[tuple[str, str]]) -> list[str]:
-    """Notes for comparisons that cannot be made because a model is missing."""
-    have = set(models)
-    return [f"comparison {a} − {b} skipped: {', '.join(m for m in (a, b) if m not in have)} not evaluated"
-            for a, b in pairs if a not in have or b not in have]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -798,6 +612,7 @@ class Evaluation:
     notes: list[str]
     skipped_pairs: list[str] = field(default_factory=list)
     paths: dict[str, Path] = field(default_factory=dict)
+    pairs: list[Comparison] = field(default_factory=list)
 
 
 def evaluate_all(params: AnalysisParams, specs: Sequence[ModelSpec], evalset: EvalSet,
@@ -830,13 +645,15 @@ def evaluate_all(params: AnalysisParams, specs: Sequence[ModelSpec], evalset: Ev
     timings["items_per_s"] = timings["rows"] / timings["seconds"]
     timings = timings[["model", "rows", "seconds", "items_per_s", "cached"]]
     results = results_table(per_sample, n_boot=params.n_boot, ci=params.ci, seed=params.seed)
-    extra = [s.name for s in specs if s.name not in MODEL_RUNS]
-    pairs = comparison_pairs(per_sample["model"].unique(), extra)
-    skipped_pairs = missing_pairs(per_sample["model"].unique(), pairs)
+    evaluated = set(per_sample["model"])
+    run_labels = {s.run: s.name for s in specs if s.name in evaluated}
+    run_labels.update({m: m for m in SHORTCUT_MODELS if m in evaluated})
+    declared, skipped_pairs = resolve_comparisons(params.comparisons, run_labels)
+    pairs = [(c.label_a, c.label_b) for c in declared]
     comparisons = comparisons_table(per_sample, pairs, n_boot=params.n_boot, ci=params.ci, seed=params.seed)
     paths = write_outputs(run_dir, per_sample, results, comparisons)
     paths["timings"] = runs.write_table(timings, run_dir / "timings.csv")
-    return Evaluation(per_sample, results, comparisons, timings, list(specs), notes, skipped_pairs, paths)
+    return Evaluation(per_sample, results, comparisons, timings, list(specs), notes, skipped_pairs, paths, declared)
 
 
 def write_outputs(run_dir: str | os.PathLike[str], per_sample: pd.DataFrame, results: pd.DataFrame,
@@ -862,10 +679,9 @@ def settings_of(params: AnalysisParams, spec: ModelSpec) -> dict[str, Any]:
 
 
 __all__ = [
-    "AnalysisParams", "COMPARISONS", "EvalSet", "Evaluation", "evaluate_all", "load_eval_set", "shortcut_frames", "COMPARISONS_COLUMNS", "DIAGNOSTICS", "MODEL_RUNS", "ModelSpec",
-    "RESULTS_COLUMNS", "SHORTCUT_MODELS", "THINKING_MODELS", "comparison_pairs", "comparisons_table",
-    "discover_models", "eval_fingerprint", "evaluate_model", "extract_answer",
-    "generation_frame", "generation_key", "load_eval_dataset", "missing_pairs", "model_names", "parse_model_dirs", "predictions_frame",
-    "reference_text", "results_table", "reward_names", "switch_thinking", "score_rows", "select_indices", "settings_of",
-    "summary_metrics", "task_groups", "write_outputs",
+    "COMPARISONS_COLUMNS", "DIAGNOSTICS", "EvalSet", "Evaluation", "RESULTS_COLUMNS", "TASKS", "comparisons_table",
+    "discover_models", "eval_fingerprint", "evaluate_all", "evaluate_model", "extract_answer", "generation_frame",
+    "generation_key", "load_eval_dataset", "load_eval_set", "predictions_frame", "reference_text", "results_table",
+    "score_rows", "select_indices", "settings_of", "shortcut_frames", "summary_metrics", "switch_thinking",
+    "task_groups", "write_outputs",
 ]

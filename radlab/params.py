@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 
 from radlab import formats, runs
 from radlab.data.tasks import GROUNDING_KINDS
+from radlab.experiment import PAPER_COMPARISONS_SPEC
 
 
 class ParamError(ValueError):
@@ -529,12 +530,17 @@ class AnalysisParams(CommonParams):
     STAGE: ClassVar[str] = "analysis"
 
     models: str = field(
-        default="sft,sft_more,sft+grpo,cold_start,cold_start+grpo",
-        metadata={"help": "comma-separated models to compare; names map to run folders (see model_dirs)"},
+        default="",
+        metadata={"help": "comma-separated run names to evaluate; '' = every finished training run of the experiment (labelled from its params, e.g. sft+grpo[bleu])"},
+    )
+    base: bool = field(default=False, metadata={"help": "also evaluate the SFT run's starting model (as 'base')"})
+    comparisons: str = field(
+        default=PAPER_COMPARISONS_SPEC,
+        metadata={"help": "paired tests as run-name pairs 'a-b', comma-separated (diff = a - b; base, text_only and shuffled_image count as runs); the default is the paper's questions, whose missing runs are skipped with a note"},
     )
     model_dirs: str = field(
         default="",
-        metadata={"help": "per-model folder overrides, comma-separated, each the model name, an equals sign and a folder or radlab:<size>; empty means runs/<exp>/<run>/model"},
+        metadata={"help": "per-model folder overrides, comma-separated, each the run name, an equals sign and a folder or radlab:<size>; empty means runs/<exp>/<run>/model"},
     )
     data_dir: str = field(
         default="",
@@ -553,7 +559,6 @@ class AnalysisParams(CommonParams):
     annotator: str = field(default="rules", metadata={"help": "report annotator of radlab.metrics: 'rules' or 'radgraph-xl'"})
     report_metric: str = field(default="f1radgraph_partial", metadata={"help": "headline report metric of the findings"})
     grounding_metric: str = field(default="map50", metadata={"help": "headline grounding metric of the findings"})
-    ablation: bool = field(default=True, metadata={"help": "also evaluate other grpo*/ run folders (Table 3)"})
     shortcuts: bool = field(default=True, metadata={"help": "score the text-only and shuffled-image baselines"})
     shortcut_model: str = field(default="sft", metadata={"help": "model that reads the shuffled images"})
     use_cache: bool = field(default=True, metadata={"help": "reuse cached generations in analysis/generations/"})
@@ -566,17 +571,10 @@ class AnalysisParams(CommonParams):
         super().__post_init__()
         if not self.data_dir:
             self.data_dir = str(self.stage_path("data"))
-        from radlab.evaluation import MODEL_RUNS, model_names, parse_model_dirs
+        from radlab.experiment import parse_comparisons, parse_model_dirs
 
-        names = model_names(self.models)
-        if not names:
-            raise ParamError("models: name at least one model")
-        overrides = parse_model_dirs(self.model_dirs)
-        unknown = sorted(n for n in names if n not in MODEL_RUNS and n not in overrides)
-        if unknown:
-            raise ParamError(
-                f"models: unknown model(s) {unknown}; known {sorted(MODEL_RUNS)} (or give a path in model_dirs)"
-            )
+        parse_model_dirs(self.model_dirs)
+        parse_comparisons(self.comparisons)  # the form here; the names once the models are found
         for key in ("n_eval", "n_boot", "n_qualitative"):
             if getattr(self, key) < 0:
                 raise ParamError(f"{key} must be >= 0, got {getattr(self, key)}")

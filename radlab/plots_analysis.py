@@ -59,9 +59,11 @@ def read_log_history(run_dir: str | os.PathLike[str]) -> pd.DataFrame | None:
 
 
 def grpo_runs(exp_dir: str | os.PathLike[str]) -> list[Path]:
-    """Run folders named ``grpo*`` under an experiment folder, sorted."""
+    """The GRPO run folders of an experiment (``stage: grpo`` in their ``params.yaml``), sorted."""
+    from radlab.experiment import read_runs
+
     exp_dir = Path(exp_dir)
-    return sorted(p for p in exp_dir.iterdir() if p.is_dir() and p.name.startswith("grpo")) if exp_dir.is_dir() else []
+    return [exp_dir / run for run, params in read_runs(exp_dir).items() if params.get("stage") == "grpo"]
 
 
 def _save(fig: Any, run_dir: str | os.PathLike[str] | None, name: str) -> None:
@@ -76,7 +78,7 @@ def reward_curves(exp_dir: str | os.PathLike[str], run_dir: str | os.PathLike[st
                   smooth: int = 5) -> FigureResult:
     """GRPO training reward per reward function (``rewards/<name>/mean``) over steps.
 
-    One panel per ``grpo*`` run; thin lines are the logged values, thick ones a centred rolling
+    One panel per GRPO run; thin lines are the logged values, thick ones a centred rolling
     mean over ``smooth`` logs, dashed ones the greedy held-out score (``heldout/<name>``) when the
     run logged it.  Note that the sampled training reward rises more than held-out
     greedy scores (see the CPU calibration notes), so read it with the tables.
@@ -84,7 +86,7 @@ def reward_curves(exp_dir: str | os.PathLike[str], run_dir: str | os.PathLike[st
     logs = [(p.name, read_log_history(p)) for p in grpo_runs(exp_dir)]
     logs = [(n, df) for n, df in logs if df is not None and df["metric"].str.match(r"rewards/.+/mean$").any()]
     if not logs:
-        return None, "reward curves skipped: no grpo*/log_history.csv with rewards/<name>/mean columns"
+        return None, "reward curves skipped: no GRPO run with a log_history.csv with rewards/<name>/mean columns"
     plt = _plt()
     fig, axes = plt.subplots(1, len(logs), figsize=(4.6 * len(logs), 3.2), squeeze=False)
     for ax, (name, df) in zip(axes[0], logs):
@@ -120,7 +122,7 @@ def length_curves(exp_dir: str | os.PathLike[str], run_dir: str | os.PathLike[st
     logs = [(n, df[df["metric"] == "completions/mean_length"].sort_values("step")) for n, df in logs if df is not None]
     logs = [(n, df) for n, df in logs if len(df)]
     if not logs:
-        return None, "completion-length curves skipped: no grpo*/log_history.csv with completions/mean_length"
+        return None, "completion-length curves skipped: no GRPO run with a log_history.csv with completions/mean_length"
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
     for k, (name, df) in enumerate(logs):

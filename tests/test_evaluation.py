@@ -56,20 +56,25 @@ def smoke_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def experiment(smoke_data: Path, tiny_model: Path) -> Path:
-    """``<root>/smoke/``: the smoke data stage plus ``sft`` and ``grpo`` model folders (copies of
-    the tiny model, so their paired differences are exactly 0) and a GRPO ``log_history.csv``.
+    """``<root>/smoke/``: the smoke data stage plus finished ``sft``, ``grpo``, ``grpo_bleu`` (the
+    same GRPO params but other rewards: a reward ablation) and ``cold_start`` runs, each a copy of the
+    tiny model (so their paired differences are exactly 0), and a GRPO ``log_history.csv``.
 
-    ``cold_start`` (a thinking model) has a model but no ``DONE``; ``base``, ``sft_more`` and
-    ``cold_start+grpo`` are deliberately absent (missing-run handling).
+    ``sft_more`` has a model but no ``DONE`` (an unfinished run: left out with a note); ``base``
+    and ``grpo_think`` are deliberately absent (missing-run handling).
     """
     from radlab import runs
 
     exp = smoke_data.parent
-    for run, extra in (("sft", {}), ("grpo", {"thinking": False, "tasks": "report,grounding",
-                                            "reward_names": ["f1radgraph", "box_soft_f1"]}), ("cold_start", {})):
+    grpo = {"stage": "grpo", "experiment": "smoke", "thinking": False, "tasks": "report,grounding",
+            "init_model": str(exp / "sft" / "model"), "learning_rate": 1.0e-05}
+    for run, params in (("sft", {"stage": "sft"}), ("cold_start", {"stage": "cold_start"}),
+                        ("grpo", {**grpo, "reward_names": ["f1radgraph", "box_soft_f1"]}),
+                        ("grpo_bleu", {**grpo, "run_name": "grpo_bleu", "reward_names": ["bleu", "box_soft_f1"]}),
+                        ("sft_more", {"stage": "sft", "init_run": "sft"})):
         shutil.copytree(tiny_model, exp / run / "model")
-        runs.write_yaml(exp / run / "params.yaml", extra)
-        if run != "cold_start":  # a model folder without DONE: evaluated, with a note
+        runs.write_yaml(exp / run / "params.yaml", params)
+        if run != "sft_more":
             runs.mark_complete(exp / run)
     (exp / "grpo" / "log_history.csv").write_text(
         "step,epoch,metric,value\n" + "".join(
@@ -224,25 +229,67 @@ def test_params_validation(experiment: Path) -> None:
     base = {"experiment": "smoke", "output_root": str(experiment)}
     p = validate("analysis", base)
     assert p.data_dir == str(experiment / "smoke" / "data")
-    with pytest.raises(ParamError, match="unknown model"):
-        validate("analysis", {**base, "models": "sft,nonsense"})
+    with pytest.raises(ParamError, match="'grpo' is not a pair"):
+        validate("analysis", {**base, "comparisons": "grpo-sft,grpo"})
+    with pytest.raises(ParamError, match=r"no training run \['nonsense'\]"):
+        ev.discover_models(validate("analysis", {**base, "models": "sft,nonsense"}))
     with pytest.raises(ParamError, match="n_evl"):
         validate("analysis", {**base, "n_evl": 3})
     with pytest.raises(ParamError, match="data_dir"):
         validate("analysis", {**base, "experiment": "absent"})
 
 
-def test_missing_runs_are_notes(experiment: Path) -> None:
-    models = "base,sft,sft_more,sft+grpo,cold_start,cold_start+grpo"
-    p = validate("analysis", {"experiment": "smoke", "output_root": str(experiment), "models": models})
+def test_every_finished_run_is_found_and_labelled(experiment: Path) -> None:
+    p = validate("analysis", {"experiment": "smoke", "output_root": str(experiment), "base": True})
     specs, notes = ev.discover_models(p)
-    assert [(s.name, s.thinking) for s in specs] == [("sft", False), ("sft+grpo", False), ("cold_start", True)]
+    assert [(s.run, s.name, s.thinking, s.start) for s in specs] == [
+        ("cold_start", "cold_start", True, "sft"), ("grpo", "sft+grpo", False, "sft"),
+        ("grpo_bleu", "sft+grpo[bleu]", False, "sft"), ("sft", "sft", False, "")]
     text = " ".join(notes)
-    for name in ("base", "sft_more", "cold_start+grpo"):
-        assert f"{name}: skipped" in text
-    assert "sft_more run" in text and "cold_start: run folder" in text and "no DONE marker" in text
-    grpo = next(s for s in specs if s.name == "sft+grpo")
-    assert ev.reward_names(grpo.run_params) == ["f1radgraph", "box_soft_f1"]
+    assert "base: skipped" in text and "sft_more: skipped — the run has not finished (no DONE" in text
+    assert "data" not in {s.run for s in specs}  # not a training run
+    only = validate("analysis", {"experiment": "smoke", "output_root": str(experiment), "models": "grpo_bleu,sft"})
+    assert [s.name for s in ev.discover_models(only)[0]] == ["sft+grpo[bleu]", "sft"]
+
+
+def test_labels_from_params() -> None:
+    from radlab.experiment import label_runs
+
+    runs_ = {"sft": {"stage": "sft"}, "sft_more": {"stage": "sft", "init_run": "sft"},
+             "cold_start": {"stage": "cold_start"},
+             "grpo": {"stage": "grpo", "reward_names": ["f1radgraph", "box_soft_f1"]},
+             "grpo_think": {"stage": "grpo", "thinking": True, "experiment": "e", "init_model": "runs/e/cold_start/model"},
+             "grpo_bleu": {"stage": "grpo", "reward_names": "bleu,box_soft_f1"},
+             "grpo_rgc": {"stage": "grpo", "reward_names": "f1radgraph:level=complete,box_soft_f1"},
+             "grpo_box": {"stage": "grpo", "reward_names": "f1radgraph,box_iou"},
+             "grpo_w": {"stage": "grpo", "reward_names": "f1radgraph,box_soft_f1", "reward_weights": "1.0,2.0"},
+             "grpo_lr": {"stage": "grpo", "learning_rate": 1.0e-04},  # same label as grpo: its run name wins
+             "sft_big": {"stage": "sft"}, "grpo_big": {"stage": "grpo", "experiment": "e",
+                                                      "init_model": "runs/e/sft_big/model"},
+             "grpo_hub": {"stage": "grpo", "init_model": "Qwen/Qwen3-VL-2B-Instruct"}}
+    assert label_runs(runs_) == {
+        "sft": "sft", "sft_more": "sft_more", "cold_start": "cold_start", "grpo": "sft+grpo",
+        "grpo_think": "cold_start+grpo", "grpo_bleu": "sft+grpo[bleu]", "grpo_rgc": "sft+grpo[f1radgraph:level=complete]",
+        "grpo_box": "sft+grpo[box_iou]", "grpo_w": "sft+grpo[f1radgraph*1+box_soft_f1*2]", "grpo_lr": "grpo_lr",
+        "sft_big": "sft_big", "grpo_big": "sft_big+grpo", "grpo_hub": "grpo_hub"}
+
+
+def test_comparisons_are_run_name_pairs() -> None:
+    from radlab.experiment import PAPER_COMPARISONS_SPEC, parse_comparisons, resolve_comparisons
+
+    labels = {"sft": "sft", "grpo": "sft+grpo", "grpo-bleu": "sft+grpo[bleu]", "text_only": "text_only"}
+    pairs, notes = resolve_comparisons("grpo-sft, grpo-bleu-grpo", labels)
+    assert [(c.a, c.b, c.label_a, c.label_b, c.question) for c in pairs] == [
+        ("grpo", "sft", "sft+grpo", "sft", "RL vs SFT"),
+        ("grpo-bleu", "grpo", "sft+grpo[bleu]", "sft+grpo", "sft+grpo[bleu] vs sft+grpo")] and notes == []
+    with pytest.raises(ParamError, match="'grpo_think-grpo' names 'grpo_think', which is not an evaluated model"):
+        resolve_comparisons("grpo-sft,grpo_think-grpo", labels)
+    with pytest.raises(ParamError, match="compares a model with itself"):
+        parse_comparisons("sft-sft")
+    # The paper's default list skips what the experiment lacks, with a note per pair.
+    pairs, notes = resolve_comparisons(PAPER_COMPARISONS_SPEC, labels)
+    assert [(c.a, c.b) for c in pairs] == [("grpo", "sft"), ("sft", "text_only")]
+    assert "comparison grpo − sft_more skipped: sft_more not evaluated" in notes
 
 
 # ----------------------------------------------------------------------------------------------
@@ -271,7 +318,7 @@ def test_output_contracts(evaluated: tuple) -> None:
     assert list(results.columns) == ["model", "task", "metric", "value", "ci_low", "ci_high", "n"]
     assert list(comps.columns) == ["model_a", "model_b", "task", "metric", "diff", "ci_low", "ci_high", "n"]
     assert {"model", "task", "grounding_kind", "id", "prediction", "reference"} <= set(per.columns)
-    assert set(results["model"]) == {"sft", "sft+grpo", "cold_start", "text_only", "shuffled_image"}
+    assert set(results["model"]) == {"sft", "sft+grpo", "sft+grpo[bleu]", "cold_start", "text_only", "shuffled_image"}
     # The thinking model answered the same items with the think trigger; a random model never
     # closes </think>, so every answer is missing and counted.
     think = per[per["model"] == "cold_start"]
@@ -291,7 +338,8 @@ def test_output_contracts(evaluated: tuple) -> None:
     assert not same.empty and np.allclose(same["diff"], 0) and np.allclose(same[["ci_low", "ci_high"]], 0)
     assert {("sft", "text_only"), ("sft", "shuffled_image")} <= set(zip(comps["model_a"], comps["model_b"]))
     assert any("sft_more" in n for n in out.notes)
-    assert any(n.startswith("comparison sft+grpo − sft_more skipped") for n in out.skipped_pairs)
+    assert any(n.startswith("comparison grpo − sft_more skipped") for n in out.skipped_pairs)
+    assert [(c.a, c.b) for c in out.pairs][:2] == [("grpo", "sft"), ("cold_start", "sft")]
 
 
 def test_generation_cache_is_reused(evaluated: tuple) -> None:
@@ -332,8 +380,12 @@ def test_tables_and_figures(evaluated: tuple) -> None:
     assert t1 is not None and "sft" in t1.values.index and "**" in t1.markdown()
     t2 = table2(out.results)
     assert t2 is not None and "All" in t2.values.columns and len(t2.values.columns) >= 2
-    t3, why = table3(out.results, specs)
-    assert t3 is None and "at least two" in why
+    t3, why = table3(out.results, specs, p.run_dir)
+    assert why == "" and list(t3.values.index) == ["sft+grpo", "sft+grpo[bleu]"]
+    assert {"RGF1-P", "mAP@0.5", "chars", "tokens (report)"} <= set(t3.values.columns)
+    tidy = pd.read_csv(p.run_dir / "table3.csv")
+    assert set(tidy["model"]) == {"sft+grpo", "sft+grpo[bleu]"} and set(tidy["task"]) == {"report", "grounding"}
+    assert tidy.loc[tidy["model"] == "sft+grpo[bleu]", "rewards"].iloc[0] == "bleu,box_soft_f1"
     figs, notes = make_figures(out.per_sample, evalset.by_key(), p.experiment_dir, p.run_dir, n_qualitative=2)
     assert {"reward_curves", "completion_length", "iou_histogram", "qualitative"} <= set(figs)
     for name in figs:
@@ -386,25 +438,33 @@ def test_findings_length_collapse_and_thinking() -> None:
     tests = key_tests(comparisons, results).set_index(["question", "task"])
     assert tests.loc[("RL vs SFT", "report"), "verdict"] == "no detectable difference"
     assert tests.loc[("RL vs SFT", "grounding"), "verdict"] == "better"
-    assert tests.loc[("thinking vs no thinking", "report"), "verdict"] == "no detectable difference"
+    assert tests.loc[("thinking vs no thinking (after RL)", "report"), "verdict"] == "no detectable difference"
 
 
 def test_table3_reward_ablation() -> None:
-    specs = [ev.ModelSpec("sft", "x", run_dir=Path("runs/e/sft")),
-             ev.ModelSpec("sft+grpo", "x", run_dir=Path("runs/e/grpo"), run_params={"reward_names": ["f1radgraph"]}),
-             ev.ModelSpec("grpo_bleu", "x", run_dir=Path("runs/e/grpo_bleu"), run_params={"reward_names": "bleu"}),
+    grpo = {"stage": "grpo", "thinking": False, "tasks": "report,grounding", "learning_rate": 1.0e-05}
+    specs = [ev.ModelSpec("sft", "x", run_dir=Path("runs/e/sft"), run_params={"stage": "sft"}),
+             ev.ModelSpec("sft+grpo", "x", run_dir=Path("runs/e/grpo"), run_params=grpo),
+             ev.ModelSpec("sft+grpo[bleu]", "x", run_dir=Path("runs/e/grpo_bleu"),
+                          run_params={**grpo, "run_name": "grpo_bleu", "reward_names": "bleu,box_soft_f1"}),
+             # another learning rate: not a reward ablation of the two above
+             ev.ModelSpec("grpo_lr", "x", run_dir=Path("runs/e/grpo_lr"),
+                          run_params={**grpo, "learning_rate": 1.0e-04, "reward_names": "rouge_l,box_soft_f1"}),
              ev.ModelSpec("cold_start+grpo", "x", thinking=True, run_dir=Path("runs/e/grpo_think"),
-                          run_params={"reward_names": ["f1radgraph", "think_format"], "thinking": True})]
+                          run_params={**grpo, "thinking": True})]
     rows = [(m, "report", me, v) for m, vals in (("sft", (0.40, 200.0)), ("sft+grpo", (0.45, 180.0)),
-                                                 ("grpo_bleu", (0.42, 90.0)), ("cold_start+grpo", (0.5, 150.0)))
+                                                 ("sft+grpo[bleu]", (0.42, 90.0)), ("grpo_lr", (0.3, 50.0)),
+                                                 ("cold_start+grpo", (0.5, 150.0)))
             for me, v in zip(("f1radgraph_partial", "mean_chars"), vals)]
+    rows += [(m, "grounding", "map50", 0.3) for m in ("sft+grpo", "sft+grpo[bleu]")]
     results = pd.DataFrame([(m, t, me, v, v, v, 10) for m, t, me, v in rows], columns=ev.RESULTS_COLUMNS)
     table, why = table3(results, specs)
-    assert why == "" and list(table.values.index) == ["sft", "sft+grpo (+ f1radgraph)", "grpo_bleu (+ bleu)"]
-    assert table.best.loc["sft+grpo (+ f1radgraph)", "RGF1-P"] and not table.best["chars"].any()
-    assert table.text.loc["grpo_bleu (+ bleu)", "chars"] == "90 [90, 90]"
-    none, why = table3(results, specs[:2])
-    assert none is None and "at least two" in why
+    assert why == "" and list(table.values.index) == ["sft+grpo", "sft+grpo[bleu]"]
+    assert list(table.values.columns) == ["RGF1-P", "mAP@0.5", "chars"]
+    assert table.best.loc["sft+grpo", "RGF1-P"] and not table.best["chars"].any()
+    assert table.text.loc["sft+grpo[bleu]", "chars"] == "90 [90, 90]"
+    none, why = table3(results, specs[:2] + specs[3:])
+    assert none is None and "differ only in their rewards" in why
 
 
 def test_verdict_lower_is_better() -> None:
