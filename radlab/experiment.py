@@ -170,7 +170,7 @@ def label_runs(run_params: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
     for name in sorted(names):
         label(name)
     # One label per model: where two runs share one, the run with the stage's usual name keeps it.
-    usual = {"sft", "sft_more", "cold_start", "grpo", "grpo_think"}
+    usual = set(PAPER_RUNS)
     out: dict[str, str] = {}
     for name, lab in raw.items():
         sharing = [n for n, other in raw.items() if other == lab]
@@ -416,11 +416,15 @@ def reward_ablations(specs: Sequence[ModelSpec]) -> list[list[ModelSpec]]:
     Runs are grouped by their params less :data:`REWARD_KEYS` and :data:`BOOKKEEPING_KEYS`; a
     group counts when its runs use at least two different reward settings.
     """
+    def own(value: Any, run: str) -> str:
+        # A value that names the run's own folder (a derived output path) says nothing about training.
+        return re.sub(rf"(?<![\w.-]){re.escape(run)}(?![\w.-])", "<run>", repr(value))
+
     groups: dict[str, list[ModelSpec]] = {}
     for s in specs:
         if s.run_params.get("stage") != "grpo":
             continue
-        rest = {k: v for k, v in s.run_params.items() if k not in REWARD_KEYS | BOOKKEEPING_KEYS}
+        rest = {k: own(v, s.run) for k, v in s.run_params.items() if k not in REWARD_KEYS | BOOKKEEPING_KEYS}
         groups.setdefault(repr(sorted(rest.items(), key=lambda kv: kv[0])), []).append(s)
 
     def rewards(s: ModelSpec) -> tuple[Any, ...]:

@@ -444,9 +444,12 @@ def test_findings_length_collapse_and_thinking() -> None:
 def test_table3_reward_ablation() -> None:
     grpo = {"stage": "grpo", "thinking": False, "tasks": "report,grounding", "learning_rate": 1.0e-05}
     specs = [ev.ModelSpec("sft", "x", run_dir=Path("runs/e/sft"), run_params={"stage": "sft"}),
-             ev.ModelSpec("sft+grpo", "x", run_dir=Path("runs/e/grpo"), run_params=grpo),
+             # a value naming the run's own folder (a derived output path) is not a difference
+             ev.ModelSpec("sft+grpo", "x", run_dir=Path("runs/e/grpo"),
+                          run_params={**grpo, "output_dir": "runs/e/grpo/checkpoints"}),
              ev.ModelSpec("sft+grpo[bleu]", "x", run_dir=Path("runs/e/grpo_bleu"),
-                          run_params={**grpo, "run_name": "grpo_bleu", "reward_names": "bleu,box_soft_f1"}),
+                          run_params={**grpo, "run_name": "grpo_bleu", "reward_names": "bleu,box_soft_f1",
+                                      "output_dir": "runs/e/grpo_bleu/checkpoints"}),
              # another learning rate: not a reward ablation of the two above
              ev.ModelSpec("grpo_lr", "x", run_dir=Path("runs/e/grpo_lr"),
                           run_params={**grpo, "learning_rate": 1.0e-04, "reward_names": "rouge_l,box_soft_f1"}),
