@@ -504,7 +504,7 @@ def shortcut_frames(params: AnalysisParams, evalset: EvalSet, specs: Sequence[Mo
             notes.append(note)
     except (FileNotFoundError, ValueError, KeyError) as exc:
         notes.append(f"text_only skipped: no usable training records in {params.data_dir}/records ({exc})")
-    spec = next((s for s in specs if s.name == params.shortcut_model), None)
+    spec = next((s for s in specs if s.run == params.shortcut_model), None)
     if spec is None:
         notes.append(f"shuffled_image skipped: shortcut_model {params.shortcut_model!r} was not evaluated")
     elif evalset.dataset is None or len(rows) < 2:

@@ -560,7 +560,7 @@ class AnalysisParams(CommonParams):
     report_metric: str = field(default="f1radgraph_partial", metadata={"help": "headline report metric of the findings"})
     grounding_metric: str = field(default="map50", metadata={"help": "headline grounding metric of the findings"})
     shortcuts: bool = field(default=True, metadata={"help": "score the text-only and shuffled-image baselines"})
-    shortcut_model: str = field(default="sft", metadata={"help": "model that reads the shuffled images"})
+    shortcut_model: str = field(default="sft", metadata={"help": "run whose model reads the shuffled images"})
     use_cache: bool = field(default=True, metadata={"help": "reuse cached generations in analysis/generations/"})
     device: str = field(default="", metadata={"help": "empty means cuda if available, else cpu"})
     dtype: str = field(default="", metadata={"help": "empty means float32 on cpu, bfloat16 on cuda"})
