@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
+import difflib
 import os
 import re
 import types
@@ -29,7 +30,7 @@ from typing import Any
 import yaml
 
 from radlab import runs
-from radlab.params import STAGE_PARAMS, ParamError
+from radlab.params import STAGE_PARAMS, TRL_EXCLUDED, ParamError
 
 STAGES = tuple(STAGE_PARAMS)
 NOTEBOOKS = {
@@ -82,6 +83,21 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
+def _unknown_message(unknown: list[str], stage: str, fields: Mapping[str, Any]) -> str:
+    """Which names are unknown, with the reason for TRL fields radlab sets itself and close matches."""
+    notes = []
+    for key in unknown:
+        if key in TRL_EXCLUDED:
+            notes.append(f"{key!r} is set by radlab ({TRL_EXCLUDED[key]})")
+        elif close := difflib.get_close_matches(key, list(fields), n=3):
+            notes.append(f"{key!r}: did you mean {' or '.join(map(repr, close))}?")
+    trl = getattr(params_class(stage), "TRL_CONFIG", None)
+    where = f"the fields of radlab.params.{params_class(stage).__name__}" + (
+        f" (its notebook's parameters cell and every trl.{trl.__name__} field)" if trl else "")
+    return (f"unknown parameter(s) {unknown} for stage {stage!r}" + (f"; {'; '.join(notes)}" if notes else "")
+            + f"; known: {where}")
+
+
 def validate(stage: str, values: Mapping[str, Any], *, source: str = "parameters", check_inputs: bool = True) -> Any:
     """Build ``stage``'s params dataclass from ``values``; raise :class:`ParamError` on bad input.
 
@@ -94,9 +110,7 @@ def validate(stage: str, values: Mapping[str, Any], *, source: str = "parameters
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(values) - set(fields))
     if unknown:
-        raise ParamError(
-            f"{source}: unknown parameter(s) {unknown} for stage {stage!r}; known: {sorted(fields)}"
-        )
+        raise ParamError(f"{source}: {_unknown_message(unknown, stage, fields)}")
     kwargs: dict[str, Any] = {}
     for key, value in values.items():
         tp = hints[key]

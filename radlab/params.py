@@ -16,11 +16,20 @@ folder; ``''`` = the stage name).
 from __future__ import annotations
 
 import dataclasses
+import enum
+import functools
+import json
+import operator
 import os
+import types
+import typing
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
+
+from trl import GRPOConfig, SFTConfig
 
 from radlab import formats, runs
 from radlab.data.tasks import GROUNDING_KINDS
@@ -235,6 +244,116 @@ def split_list(value: str | list[Any] | tuple[Any, ...]) -> list[str]:
     return [v.strip() for v in str(value).split(",") if v.strip()]
 
 
+# --------------------------------------------------------------------------------------------
+# TRL fields: every field of trl.SFTConfig / trl.GRPOConfig is a parameter of its stage
+# --------------------------------------------------------------------------------------------
+
+# The only TRL fields params cannot set, and why.  Everything else in the stage's TRL config is a
+# parameter by the same name: declared below where radlab sets its own default (those are in the
+# notebook's parameters cell), added from the TRL config otherwise (TRL's default, type and help).
+TRL_EXCLUDED: dict[str, str] = {
+    "output_dir": "derived: <run>/checkpoints/",
+    "resume_from_checkpoint": "use resume: True (continues from the run's last checkpoint)",
+    "use_cpu": "derived: True exactly when no CUDA device is visible",
+    "remove_unused_columns": "always False: the rewards read the reference columns, the collator the images",
+    "length_column_name": "derived: the token-length column the SFT stage writes",
+    "train_sampling_strategy": "derived from group_by_length",
+    "hub_token": "a credential: set HF_TOKEN in the environment, never in a params file",
+    "parallelism_config": "not a flat value (an accelerate ParallelismConfig object); use an accelerate config file",
+}
+_SCALARS = (bool, int, float, str)
+
+
+def _flat_type(tp: Any) -> tuple[Any, str] | None:
+    """A TRL field's type as the flat literal params carry, and how to convert it back.
+
+    ``("", tp)``: as is (enums become their ``str`` values, ``Literal`` its values' types);
+    ``"list"``: a ``list[...]``-only field, written as comma-separated text; ``"json"``: a dict
+    field, written as JSON text (``'{"min_new_tokens": 4}'``).  ``None`` when it cannot be flat.
+    """
+    members = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
+    flat: list[Any] = []
+    kind, optional = "", False
+    for m in members:
+        origin = typing.get_origin(m)
+        if m is type(None):
+            optional = True
+        elif m in _SCALARS:
+            flat.append(m)
+        elif isinstance(m, type) and issubclass(m, enum.Enum):
+            flat.append(str)
+        elif origin is typing.Literal:
+            flat.extend(type(v) for v in typing.get_args(m))
+        elif m is dict or origin is dict:
+            kind = "json"
+        elif origin is list and all(a in _SCALARS or (isinstance(a, type) and issubclass(a, enum.Enum))
+                                    for a in typing.get_args(m)):
+            kind = kind or "list"
+        else:
+            return None
+    if kind == "list" and str in flat:
+        kind = ""  # a str alternative exists (report_to, debug): pass the text as it is
+    if kind:
+        flat = [str]
+    if not flat:
+        return None
+    out = functools.reduce(operator.or_, dict.fromkeys(flat))
+    return (out | None if optional else out), kind
+
+
+def _flat_default(f: dataclasses.Field[Any]) -> Any:
+    if f.default_factory is not dataclasses.MISSING:
+        value = f.default_factory()
+    else:
+        value = f.default
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v.value if isinstance(v, enum.Enum) else v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value) if value else None
+    return value
+
+
+def own_fields(cls: type) -> list[dataclasses.Field[Any]]:
+    """The fields radlab declares for a stage (its notebook's parameters cell shows exactly these);
+    the others come from the stage's TRL config (metadata ``trl``) and are set by params files or
+    ``-p`` like any other."""
+    return [f for f in dataclasses.fields(cls) if f.init and not f.metadata.get("trl")]
+
+
+def trl_fields(config_cls: type) -> Any:
+    """Class decorator (below ``@dataclass``): add every field of ``config_cls`` (a TRL config) that
+    the class and its bases do not declare and :data:`TRL_EXCLUDED` does not list, with TRL's
+    default, flat type and help (metadata ``trl=True``)."""
+
+    def add(cls: type) -> type:
+        declared = set(cls.__dict__.get("__annotations__", {}))
+        for base in cls.__mro__[1:]:
+            if dataclasses.is_dataclass(base):
+                declared |= {f.name for f in dataclasses.fields(base)}
+        hints = typing.get_type_hints(config_cls)
+        annotations = cls.__dict__["__annotations__"]
+        for f in dataclasses.fields(config_cls):
+            if not f.init or f.name in declared or f.name in TRL_EXCLUDED:
+                continue
+            flat = _flat_type(hints[f.name])
+            if flat is None:
+                warnings.warn(f"radlab: TRL field {config_cls.__name__}.{f.name} ({hints[f.name]}) cannot be a flat "
+                              "parameter and is not in radlab.params.TRL_EXCLUDED; it keeps TRL's default",
+                              stacklevel=2)
+                continue
+            tp, kind = flat
+            help_text = " ".join(str(f.metadata.get("help", "")).split()) or f"TRL {config_cls.__name__}.{f.name}"
+            annotations[f.name] = tp
+            setattr(cls, f.name, field(default=_flat_default(f), metadata=_help(
+                f"(TRL) {help_text}", trl=True, **({"trl_kind": kind} if kind else {}))))
+        cls.TRL_CONFIG = config_cls
+        return cls
+
+    return add
+
+
 @dataclass
 class TrainingParams(CommonParams):
     """Fields shared by the SFT-style stages and GRPO: model, optimisation, checkpoints, hardware."""
@@ -251,6 +370,8 @@ class TrainingParams(CommonParams):
     lora_dropout: float = field(default=0.05, metadata=_help("LoRA dropout"))
     lora_target_modules: str = field(default="all-linear", metadata=_help("'all-linear' or comma-separated module names"))
     max_pixels: int = field(default=0, metadata=_help("image pixel budget of the processor (longest_edge); 0 = the model's own"))
+    trust_remote_code: bool = field(default=False, metadata=_help(
+        "run code shipped with a hub model (only for models that need it; off = safe)"))
     # --- optimisation --------------------------------------------------------------------
     learning_rate: float = field(default=1.0e-03, metadata=_help("peak learning rate (AdamW)"))
     lr_scheduler_type: str = field(default="constant_with_warmup", metadata=_help(f"one of {LR_SCHEDULERS}"))
@@ -272,6 +393,15 @@ class TrainingParams(CommonParams):
     gradient_checkpointing: bool = field(default=False, metadata=_help("trade compute for memory (large models on GPU)"))
     torch_threads: int = field(default=0, metadata=_help("torch CPU threads; 0 = $RADLAB_NUM_THREADS or torch's default"))
     dataloader_num_workers: int = field(default=0, metadata=_help("DataLoader worker processes"))
+    # --- TRL settings radlab sets its own default for (all others: see TRL_EXCLUDED) -----------
+    logging_first_step: bool = field(default=True, metadata=_help("log the first step too (the start of every curve)"))
+    disable_tqdm: bool = field(default=True, metadata=_help(
+        "hide the trainer's progress bar (progress goes to <run>/progress.jsonl and the runner's display)"))
+    ddp_find_unused_parameters: bool = field(default=False, metadata=_help(
+        "DDP: search for unused parameters each step (slower; radlab's models use all of theirs)"))
+
+    # The TRL config this stage's trainer takes (set by @trl_fields on the concrete classes).
+    TRL_CONFIG: ClassVar[type | None] = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -289,6 +419,36 @@ class TrainingParams(CommonParams):
             raise ParamError(f"parameter 'learning_rate' must be > 0, got {self.learning_rate}")
         if self.max_steps == 0 and self.num_train_epochs <= 0:
             raise ParamError("set max_steps > 0 or num_train_epochs > 0")
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.metadata.get("trl_kind") == "json" and isinstance(value, str) and value.strip():
+                try:
+                    loaded = json.loads(value)
+                except json.JSONDecodeError as exc:
+                    raise ParamError(f"parameter {f.name!r}: {value!r} is not JSON ({exc.msg}); write e.g. "
+                                     "'{\"key\": 1}'") from exc
+                if not isinstance(loaded, dict):
+                    raise ParamError(f"parameter {f.name!r}: expected a JSON object, got {value!r}")
+
+    def trl_values(self) -> dict[str, Any]:
+        """Every field of :attr:`TRL_CONFIG` these params carry, by name, in TRL's types: comma
+        lists become lists, JSON text dicts.  The config builders in :mod:`radlab.training` add
+        what radlab derives (``output_dir``, ``use_cpu``, ...; :data:`TRL_EXCLUDED`) and map
+        radlab's "0 = unset" values."""
+        assert self.TRL_CONFIG is not None, f"{type(self).__name__} has no TRL config"
+        names = {f.name for f in dataclasses.fields(self.TRL_CONFIG) if f.init}
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            if f.name not in names or f.name in TRL_EXCLUDED:
+                continue
+            value = getattr(self, f.name)
+            kind = f.metadata.get("trl_kind")
+            if kind == "list" and isinstance(value, str):
+                value = split_list(value)
+            elif kind == "json" and isinstance(value, str):
+                value = json.loads(value) if value.strip() else None
+            out[f.name] = value
+        return out
 
     def lora_dict(self) -> dict[str, Any] | None:
         """The ``lora=`` argument of :func:`radlab.models.load_model_and_processor` (``None`` = full FT)."""
@@ -299,6 +459,7 @@ class TrainingParams(CommonParams):
 
 
 @dataclass
+@trl_fields(SFTConfig)
 class _SFTLikeParams(TrainingParams):
     """SFT-specific fields, shared by the SFT and cold-start stages."""
 
@@ -416,6 +577,7 @@ DEFAULT_REWARDS = {"report": "f1radgraph", "grounding": "box_soft_f1"}
 
 
 @dataclass
+@trl_fields(GRPOConfig)
 class GRPOParams(TrainingParams):
     """GRPO with clinical rewards on both tasks, from the SFT (or cold-start) checkpoint."""
 

@@ -333,7 +333,8 @@ def teacher_traces_local(params: ColdStartParams, cands: pd.DataFrame) -> list[s
     """Traces from a local HF teacher (sampled at ``teacher_temperature``)."""
     from radlab.models import load_model_and_processor
 
-    model, processor = load_model_and_processor(params.teacher_model, dtype="bfloat16" if params.bf16 else None)
+    model, processor = load_model_and_processor(params.teacher_model, dtype="bfloat16" if params.bf16 else None,
+                                                trust_remote_code=params.trust_remote_code)
     prompts = [[{"role": "user", "content": [{"type": "image"}, {"type": "text",
                                                                   "text": teacher_prompt(q, a)}]}]
                for q, a in zip(cands["prompt"], cands["answer"])]

@@ -173,7 +173,8 @@ def prepare_model(
         name_or_path = str(target)
     dtype = "bfloat16" if params.bf16 else "float32"
     model, processor = load_model_and_processor(
-        name_or_path, lora=params.lora_dict(), dtype=dtype, device="cpu", max_pixels=params.max_pixels or None
+        name_or_path, lora=params.lora_dict(), dtype=dtype, device="cpu", max_pixels=params.max_pixels or None,
+        trust_remote_code=params.trust_remote_code,
     )
     return model, processor, name_or_path
 
@@ -184,39 +185,24 @@ def prepare_model(
 
 
 def common_trainer_args(params: TrainingParams, run_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """``TrainingArguments`` fields every stage sets explicitly (CPU-safe, reproducible).
+    """The stage's TRL config values: every TRL field the params carry (:meth:`trl_values`, by
+    name), plus what radlab derives (:data:`radlab.params.TRL_EXCLUDED`) and its "0 = unset" values.
 
     TRL's own defaults (``bf16=True``, ``gradient_checkpointing=True``) are GPU choices that
-    make these small models 1.1-1.6x slower on CPU, so both come from ``params``.
+    make these small models 1.1-1.6x slower on CPU, so both come from ``params`` (radlab's
+    defaults: off); ``bf16`` is dropped on a CPU-only machine.
     """
     cpu = use_cpu()
-    return {
-        "output_dir": str(Path(run_dir) / CHECKPOINTS),
-        "seed": params.seed,
-        "data_seed": params.seed,
-        "learning_rate": params.learning_rate,
-        "lr_scheduler_type": params.lr_scheduler_type,
-        "warmup_steps": params.warmup_steps,
-        "weight_decay": params.weight_decay,
-        "max_grad_norm": params.max_grad_norm,
-        "num_train_epochs": params.num_train_epochs,
-        "max_steps": params.max_steps if params.max_steps > 0 else -1,
-        "per_device_train_batch_size": params.per_device_train_batch_size,
-        "gradient_accumulation_steps": params.gradient_accumulation_steps,
-        "logging_steps": params.logging_steps,
-        "logging_first_step": True,
-        "save_strategy": "steps",
-        "save_steps": params.save_steps,
-        "save_total_limit": params.save_total_limit or None,
-        "bf16": bool(params.bf16 and not cpu),
-        "fp16": False,
-        "gradient_checkpointing": params.gradient_checkpointing,
-        "use_cpu": cpu,
-        "dataloader_num_workers": params.dataloader_num_workers,
-        "report_to": "none",
-        "disable_tqdm": True,
-        "ddp_find_unused_parameters": False,
-    }
+    values = params.trl_values()
+    values.update(
+        output_dir=str(Path(run_dir) / CHECKPOINTS),
+        use_cpu=cpu,
+        remove_unused_columns=False,
+        max_steps=params.max_steps if params.max_steps > 0 else -1,
+        save_total_limit=params.save_total_limit or None,
+        bf16=bool(params.bf16 and not cpu),
+    )
+    return values
 
 
 def parse_config(config_cls: type, values: dict[str, Any]) -> Any:

@@ -190,36 +190,18 @@ def build_rewards(params: GRPOParams) -> tuple[list[Callable[..., list[float | N
 
 
 def grpo_config(params: GRPOParams, run_dir: str | os.PathLike[str], **overrides: Any) -> Any:
-    """``trl.GRPOConfig`` for ``params`` via ``HfArgumentParser.parse_dict``.
+    """``trl.GRPOConfig`` for ``params`` via ``HfArgumentParser.parse_dict``: every GRPOConfig
+    field by name (:func:`common_trainer_args`), ``overrides`` last.
 
     ``per_device_train_batch_size`` counts completions (prompts x ``num_generations``);
-    ``remove_unused_columns=False`` keeps the reference columns the rewards read;
-    ``epsilon_high=0`` means symmetric clipping.
+    ``epsilon_high=0`` means symmetric clipping; ``reward_weights`` follow ``reward_names``.
     """
     from trl import GRPOConfig
 
     values = common_trainer_args(params, run_dir)
     values.update(
-        remove_unused_columns=False,
-        num_generations=params.num_generations,
-        max_completion_length=params.max_completion_length,
-        temperature=params.temperature,
-        top_p=params.top_p,
-        beta=params.beta,
-        loss_type=params.loss_type,
-        epsilon=params.epsilon,
         epsilon_high=params.epsilon_high or params.epsilon,
-        scale_rewards=params.scale_rewards,
-        num_iterations=params.num_iterations,
-        mask_truncated_completions=params.mask_truncated_completions,
         reward_weights=[float(w) for w in params.reward_weights],
-        use_vllm=params.use_vllm,
-        vllm_mode=params.vllm_mode,
-        vllm_server_host=params.vllm_server_host,
-        vllm_server_port=params.vllm_server_port,
-        vllm_gpu_memory_utilization=params.vllm_gpu_memory_utilization,
-        vllm_tensor_parallel_size=params.vllm_tensor_parallel_size,
-        log_completions=False,  # completions.parquet comes from CompletionsRecorder (no rich console spam)
     )
     values.update(overrides)
     return parse_config(GRPOConfig, values)

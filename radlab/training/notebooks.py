@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from radlab.config import NOTEBOOKS, params_class
+from radlab.params import own_fields
 
 
 def _type_name(tp: Any) -> str:
@@ -38,9 +39,7 @@ def parameters_source(stage: str) -> str:
     cls = params_class(stage)
     hints = typing.get_type_hints(cls)
     lines = []
-    for f in dataclasses.fields(cls):
-        if not f.init:
-            continue
+    for f in own_fields(cls):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         help_text = _comment(str(f.metadata.get("help", "")))
         lines.append(f"{f.name}: {_type_name(hints[f.name])} = {default!r}  # {help_text}")

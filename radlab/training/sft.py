@@ -88,7 +88,8 @@ def with_lengths(rows: Any, processor: Any) -> Any:
 
 
 def sft_config(params: _SFTLikeParams, run_dir: str | os.PathLike[str], **overrides: Any) -> Any:
-    """``trl.SFTConfig`` for ``params`` via ``HfArgumentParser.parse_dict``.
+    """``trl.SFTConfig`` for ``params`` via ``HfArgumentParser.parse_dict``: every SFTConfig field
+    by name (:func:`common_trainer_args`), ``overrides`` last.
 
     ``max_length=None`` unless set: TRL's default (1024) cuts through image tokens of large
     images and fails with an image-token mismatch.  ``remove_unused_columns=False`` keeps the
@@ -100,11 +101,7 @@ def sft_config(params: _SFTLikeParams, run_dir: str | os.PathLike[str], **overri
     values.update(
         train_sampling_strategy="group_by_length" if params.group_by_length else "random",
         length_column_name=LENGTH_COLUMN,
-        assistant_only_loss=params.assistant_only_loss,
         max_length=params.max_length or None,
-        remove_unused_columns=False,
-        dataset_kwargs={"skip_prepare_dataset": False},
-        packing=False,
     )
     values.update(overrides)
     return parse_config(SFTConfig, values)
