@@ -604,8 +604,13 @@ class GRPOParams(TrainingParams):
         "fraction of report prompts after resampling the task mix; 0 = keep the data's mix"))
     max_train_prompts: int = field(default=0, metadata=_help("subsample the GRPO prompts; 0 = all"))
     reward_names: str | list[str] = field(default="", metadata=_help(
-        "comma-separated reward names from radlab.rewards.REWARDS; '' = the task defaults "
-        "(+ think_format when thinking)"))
+        "comma-separated rewards of radlab.rewards.REWARDS, each a name optionally followed by options, each a "
+        "colon, the option, an equals sign and a value (the README's reward table lists them); options: "
+        "f1radgraph level (simple, partial, complete) backend max_chars; chexpert_f1 and radcliq_lite backend "
+        "max_chars (radcliq_lite also full); bleu and rouge_l max_chars; box_soft_f1 and box_iou no_finding (no_box, "
+        "phrase, official); "
+        "think_format require_open min_think_chars; length_guard min_ratio penalty max_ratio; every reward name "
+        "(its metric key); '' means the task defaults (+ think_format when thinking)"))
     reward_weights: str | list[float] = field(default="", metadata=_help(
         "comma-separated weights, one per reward; '' = all 1.0"))
     annotator: str = field(default="rules", metadata=_help(
@@ -642,9 +647,7 @@ class GRPOParams(TrainingParams):
         tasks = split_list(self.tasks)
         if not tasks or [t for t in tasks if t not in TASKS]:
             raise ParamError(f"parameter 'tasks': {self.tasks!r}; expected a comma-separated subset of {TASKS}")
-        names = split_list(self.reward_names)
-        if not names:
-            names = [DEFAULT_REWARDS[t] for t in tasks] + (["think_format"] if self.thinking else [])
+        names = self._reward_items() or [DEFAULT_REWARDS[t] for t in tasks] + (["think_format"] if self.thinking else [])
         self.reward_names = names
         if isinstance(self.reward_weights, str):
             try:
@@ -678,6 +681,32 @@ class GRPOParams(TrainingParams):
             raise ParamError("need 0 <= report_fraction < 1, temperature > 0, max_completion_length >= 1")
         if min(self.eval_every, self.eval_rows, self.completions_every, self.max_train_prompts) < 0:
             raise ParamError("eval_every, eval_rows, completions_every and max_train_prompts must be >= 0")
+
+    def _reward_items(self) -> list[str]:
+        """``reward_names`` parsed (``name:key=value`` items), checked against each reward's
+        constructor, as canonical item texts (``f1radgraph:level=complete``)."""
+        from radlab.config import inputs_checked, parse_items
+        from radlab.rewards import FACTORIES, check_reward_options, reward_item
+
+        out = []
+        try:
+            items = parse_items(self.reward_names)
+        except ParamError as exc:
+            raise ParamError(f"parameter 'reward_names': {exc}") from exc
+        for name, options in items:
+            if name not in FACTORIES:
+                raise ParamError(f"parameter 'reward_names': unknown reward {name!r}; available: {sorted(FACTORIES)}")
+            try:
+                options = check_reward_options(name, options)
+            except ValueError as exc:
+                raise ParamError(f"parameter 'reward_names': {exc}") from exc
+            if inputs_checked():  # the constructor checks values (and an annotator backend's availability)
+                try:
+                    FACTORIES[name](**options)
+                except Exception as exc:
+                    raise ParamError(f"parameter 'reward_names': reward {name!r}: {exc}") from exc
+            out.append(reward_item(name, options))
+        return out
 
 
 # --------------------------------------------------------------------------------------------

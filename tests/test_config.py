@@ -230,3 +230,13 @@ def test_parse_item_reads_options_as_yaml_scalars() -> None:
 def test_parse_item_rejects_malformed_items_naming_them(text: str, pattern: str) -> None:
     with pytest.raises(ParamError, match=pattern):
         config.parse_item(text)
+
+
+@pytest.mark.parametrize("exp", ["demo", "smoke"])
+def test_reward_ablation_differs_from_grpo_only_in_its_rewards(exp: str) -> None:
+    """grpo_bleu.yaml is the Table 3 ablation: grpo.yaml with another report reward, nothing else."""
+    base = config.load_yaml(ROOT / "params" / exp / "grpo.yaml")
+    ablation = config.load_yaml(ROOT / "params" / exp / "grpo_bleu.yaml")
+    assert ablation.pop("reward_names") == "bleu,box_soft_f1" and ablation.pop("run_name") == "grpo_bleu"
+    base.pop("reward_names")
+    assert ablation == base

@@ -406,3 +406,93 @@ def test_all_rewards_finite_on_a_realistic_batch():
         lo, hi = fn.value_range
         for v in out:
             assert v is None or (math.isfinite(v) and lo <= v <= hi), (name, out)
+
+
+# ----------------------------------------------------------------------------------------------
+# reward options in params: name:key=value items
+# ----------------------------------------------------------------------------------------------
+
+
+def test_reward_options_are_the_flat_constructor_keywords():
+    from radlab.rewards import FACTORIES, reward_options
+
+    assert reward_options("f1radgraph") == {"level": "partial", "backend": "rules", "max_chars": 2048, "name": "f1radgraph"}
+    assert reward_options("length_guard") == {"min_ratio": 0.5, "penalty": -1.0, "max_ratio": None, "name": "length_guard"}
+    # callables (RadCliQ's full-metric hooks) cannot come from a params file
+    assert "bertscore_fn" not in reward_options("radcliq_lite")
+    assert all("name" in reward_options(n) for n in FACTORIES)
+
+
+def test_items_with_options_build_distinct_named_rewards():
+    funcs, weights = build_reward_funcs(
+        ["f1radgraph", "f1radgraph:level=complete", "length_guard:min_ratio=1:penalty=-0.5", "box_soft_f1"],
+        [1, 1, 0.5, 1], f1radgraph={"backend": "rules"})
+    assert [f.__name__ for f in funcs] == [
+        "f1radgraph", "f1radgraph:level=complete", "length_guard:min_ratio=1.0:penalty=-0.5", "box_soft_f1"]
+    assert funcs[0].level == "partial" and funcs[1].level == "complete" and funcs[1].backend == "rules"
+    assert funcs[2].min_ratio == 1.0 and funcs[2].penalty == -0.5
+    assert funcs[3] is REWARDS["box_soft_f1"]
+    assert pickle.loads(pickle.dumps(funcs[1])).__name__ == "f1radgraph:level=complete"
+    # an item's own name option names the metric
+    (fn,), _ = build_reward_funcs(["f1radgraph:level=complete:name=rgf1c"])
+    assert fn.__name__ == "rgf1c"
+
+
+@pytest.mark.parametrize(
+    ("item", "pattern"),
+    [
+        ("bleu:levl=1", r"reward 'bleu' has no option 'levl'; its options: \['max_chars', 'name'\]"),
+        ("length_guard:min_ratio=high", r"reward 'length_guard': option 'min_ratio' must be float, got str 'high'"),
+        ("box_iou:no_finding=true", r"reward 'box_iou': option 'no_finding' must be str, got bool True"),
+        ("think_format:min_think_chars=2.5", r"option 'min_think_chars' must be int, got float"),
+        ("radcliq_lite:bertscore_fn=x", r"reward 'radcliq_lite' has no option 'bertscore_fn'"),
+    ],
+)
+def test_bad_reward_options_name_the_option_and_reward(item, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        build_reward_funcs([item])
+
+
+@pytest.mark.parametrize(
+    ("names", "pattern"),
+    [
+        ("bleu,f1radgraph:levl=complete", r"grpo.yaml: parameter 'reward_names': reward 'f1radgraph' has no option 'levl'"),
+        ("f1radgraph:level=full", r"parameter 'reward_names': reward 'f1radgraph': unknown F1-RadGraph level 'full'"),
+        ("bleux,box_iou", r"parameter 'reward_names': unknown reward 'bleux'; available: \["),
+        ("bleu:level", r"parameter 'reward_names': item 'bleu:level': expected 'name' or 'name:key=value"),
+    ],
+)
+def test_grpo_params_check_reward_options(names, pattern):
+    from radlab import config
+
+    with pytest.raises(config.ParamError, match=pattern):
+        config.validate("grpo", {"reward_names": names}, source="grpo.yaml", check_inputs=True)
+
+
+def test_grpo_params_keep_canonical_items():
+    from radlab import config
+
+    p = config.validate("grpo", {"reward_names": "bleu, f1radgraph:level=complete ,box_soft_f1:no_finding=phrase",
+                                 "reward_weights": "1,2,1"}, check_inputs=False)
+    assert p.reward_names == ["bleu", "f1radgraph:level=complete", "box_soft_f1:no_finding=phrase"]
+    assert p.reward_weights == [1.0, 2.0, 1.0]
+
+
+def test_readme_and_notebook_help_list_every_reward_option():
+    import dataclasses
+    from pathlib import Path
+
+    from radlab.params import GRPOParams
+    from radlab.rewards import FACTORIES, reward_options
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = readme[readme.index("| reward | task |"):]
+    table = table[:table.index("\n\n")]
+    help_text = {f.name: f for f in dataclasses.fields(GRPOParams)}["reward_names"].metadata["help"]
+    for name in FACTORIES:
+        row = next((line for line in table.splitlines() if line.startswith(f"| `{name}` ")), None)
+        assert row is not None, f"README reward table lacks {name}"
+        assert name in help_text
+        for option in reward_options(name):
+            assert f"`{option}`" in row or option == "name", (name, option)
+            assert option in help_text, (name, option)

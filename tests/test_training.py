@@ -77,8 +77,8 @@ def test_grpo_derived_defaults(data_root: Path, tmp_path: Path) -> None:
     q = GRPOParams(experiment="t", output_root=str(data_root), thinking=True, reward_weights="1, 2, 0.5")
     assert q.run_name == "grpo_think" and q.init_model.endswith("cold_start/model")
     assert q.reward_names[-1] == "think_format" and q.reward_weights == [1.0, 2.0, 0.5]
-    r = GRPOParams(experiment="t", output_root=str(data_root), reward_names=["a", "b"], reward_weights=[1, 3])
-    assert r.reward_names == ["a", "b"] and r.reward_weights == [1.0, 3.0]
+    r = GRPOParams(experiment="t", output_root=str(data_root), reward_names=["bleu", "box_iou"], reward_weights=[1, 3])
+    assert r.reward_names == ["bleu", "box_iou"] and r.reward_weights == [1.0, 3.0]
     with pytest.raises(ParamError, match="divisible by num_generations"):
         GRPOParams(experiment="t", output_root=str(data_root), per_device_train_batch_size=6, num_generations=4)
     with pytest.raises(ParamError, match="2 weights for 3 rewards"):

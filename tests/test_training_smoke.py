@@ -1,7 +1,8 @@
 """End-to-end: the training notebooks under papermill with ``params/smoke/*``, and a 2-process run.
 
 One session-scoped output root holds the smoke experiment: ``00_data`` runs first (the data
-stage), then ``01_sft`` -> ``02_cold_start`` -> ``03_grpo`` (thinking False and True), each on the
+stage), then ``01_sft`` -> ``02_cold_start`` -> ``03_grpo`` (thinking False and True, and the
+reward ablation ``grpo_bleu`` with a TRL setting radlab never names), each on the
 tiny embedded model for a handful of steps.  The documented GRPO command (``papermill ... -p
 thinking False`` with defaults reading ``runs/demo/``) is checked to fail with the ParamError that
 says what to run first.
@@ -79,10 +80,10 @@ def test_smoke_notebooks_end_to_end(smoke_root: Path) -> None:
     done = json.loads((cs / "DONE").read_text())
     assert done["traces_kept"] > 0 and "traces_dropped" in done
 
-    for think, params_file in ((False, "params/smoke/grpo.yaml"), (True, "params/smoke/grpo_think.yaml")):
-        name = "grpo_think" if think else "grpo"
-        times[name] = run_ok("03_grpo.ipynb", exp / f"03_{name}.ipynb", params_file,
-                             "-p", "output_root", str(smoke_root))
+    # grpo_bleu: the reward ablation, plus a TRL setting radlab never names (papermill injects it).
+    for name, think, extra in (("grpo", False, ()), ("grpo_think", True, ()), ("grpo_bleu", False, ("-p", "top_k", "5"))):
+        times[name] = run_ok("03_grpo.ipynb", exp / f"03_{name}.ipynb", f"params/smoke/{name}.yaml",
+                             "-p", "output_root", str(smoke_root), "-p", "run_name", name, *extra)
         run = exp / name
         for fname in ("DONE", "model/config.json", "log_history.csv", "completions.parquet", "heldout.csv",
                       "heldout_final.csv", "figures/grpo_rewards.png", "figures/grpo_dynamics.png"):
@@ -96,6 +97,12 @@ def test_smoke_notebooks_end_to_end(smoke_root: Path) -> None:
         assert any(m.startswith("heldout/") for m in metrics)
         if think:
             assert any(m.startswith("rewards/think_format") for m in metrics)
+        if name == "grpo_bleu":
+            assert any(m.startswith("rewards/bleu") for m in metrics)
+            assert not any(m.startswith("rewards/f1radgraph") for m in metrics)
+            import yaml
+
+            assert yaml.safe_load((run / "params.yaml").read_text())["top_k"] == 5
         comp = pd.read_parquet(run / "completions.parquet")
         assert {"step", "task", "prompt", "completion", "reward", "advantage"} <= set(comp.columns)
     print("smoke notebook seconds:", {k: round(v, 1) for k, v in times.items()})

@@ -25,11 +25,19 @@ name               task       range             what
 
 Use :func:`build_reward_funcs` to get ``(funcs, weights)`` for
 ``GRPOTrainer(reward_funcs=funcs, args=GRPOConfig(reward_weights=weights))``.
+
+Options: a reward's constructor keywords with flat types (:func:`reward_options`), written in
+params as ``name:key=value`` items (``f1radgraph:level=complete``, ``length_guard:min_ratio=0.7``).
+A reward built with options is named (and logged by TRL) as its canonical item, e.g.
+``rewards/f1radgraph:level=complete/mean``, so runs that differ only in options stay distinct.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
+import types
+import typing
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -63,20 +71,82 @@ GROUNDING_REWARDS = ("box_soft_f1", "box_iou")
 ANNOTATED_REWARDS = ("f1radgraph", "chexpert_f1", "radcliq_lite")
 
 
+_FLAT = (bool, int, float, str)
+
+
+def reward_options(name: str) -> dict[str, Any]:
+    """``{option: default}`` of reward ``name``: its constructor's keywords with flat literal types
+    (``str``, ``int``, ``float``, ``bool``, optionally ``None``), the ones params can set.
+
+    ``reward_options("f1radgraph")`` -> ``{"level": "partial", "backend": "rules", "max_chars": 2048,
+    "name": "f1radgraph"}``.  Raises ``KeyError`` for an unknown reward.
+    """
+    if name not in FACTORIES:
+        raise KeyError(f"unknown reward {name!r}; available: {sorted(FACTORIES)}")
+    return {k: default for k, (_, default) in _option_types(FACTORIES[name]).items()}
+
+
+def _option_types(cls: type) -> dict[str, tuple[tuple[Any, ...], Any]]:
+    hints = typing.get_type_hints(cls.__init__)
+    out: dict[str, tuple[tuple[Any, ...], Any]] = {}
+    for p in inspect.signature(cls).parameters.values():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.default is p.empty:
+            continue
+        tp = hints.get(p.name, type(p.default))
+        members = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
+        if all(m in _FLAT or m is type(None) for m in members):
+            out[p.name] = (members, p.default)
+    return out
+
+
+def check_reward_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` checked against reward ``name``'s constructor (names and types; ints widen to
+    floats); raises ``ValueError`` naming the reward and the bad option, or ``KeyError``."""
+    if name not in FACTORIES:
+        raise KeyError(f"unknown reward {name!r}; available: {sorted(FACTORIES)}")
+    types_ = _option_types(FACTORIES[name])
+    out: dict[str, Any] = {}
+    for key, value in options.items():
+        if key not in types_:
+            raise ValueError(f"reward {name!r} has no option {key!r}; its options: {sorted(types_)}")
+        members, _ = types_[key]
+        ok = (value is None and type(None) in members) or any(
+            isinstance(value, m) and not (isinstance(value, bool) and m in (int, float)) for m in members if m is not type(None)
+        ) or (float in members and isinstance(value, int) and not isinstance(value, bool))
+        if not ok:
+            wanted = " | ".join("None" if m is type(None) else m.__name__ for m in members)
+            raise ValueError(f"reward {name!r}: option {key!r} must be {wanted}, got {type(value).__name__} {value!r}")
+        out[key] = float(value) if members == (float,) and isinstance(value, int) else value
+    return out
+
+
+def reward_item(name: str, options: Mapping[str, Any]) -> str:
+    """The canonical item text of a reward with options: ``f1radgraph:level=complete`` (keys sorted;
+    ``name`` left out, it renames the reward instead)."""
+    parts = [name] + [f"{k}={str(v).lower() if isinstance(v, bool) else v}"
+                      for k, v in sorted(options.items()) if k != "name"]
+    return ":".join(parts)
+
+
 def build_reward_funcs(
     names: Sequence[str], weights: Sequence[float] | None = None, **options: Mapping[str, Any]
 ) -> tuple[list[RewardFunc], list[float]]:
     """Reward functions and weights for TRL's ``GRPOTrainer``.
 
-    ``names`` are registry keys (:data:`REWARDS`); ``weights`` default to 1.0 each.  ``options``
-    maps a name to its constructor keywords, e.g.
-    ``build_reward_funcs(["f1radgraph", "length_guard", "box_soft_f1"], [1.0, 0.5, 1.0],
-    f1radgraph={"level": "complete"}, box_soft_f1={"no_finding": "phrase"})``.  A reward built with
-    options is a fresh instance; its ``__name__`` stays the registry key unless ``name`` is given.
-    Raises ``KeyError`` for an unknown name and ``ValueError`` for duplicate metric names, options
-    for a name not in ``names``, or weights of the wrong length / non-finite.
+    ``names`` are registry keys (:data:`REWARDS`) or items with options,
+    ``"f1radgraph:level=complete"`` (:func:`radlab.config.parse_item`); ``weights`` default to 1.0
+    each.  ``options`` maps a registry key to constructor keywords every item of it gets (an item's
+    own options win), e.g. ``build_reward_funcs(["f1radgraph", "length_guard", "box_soft_f1"],
+    [1.0, 0.5, 1.0], f1radgraph={"backend": "rules"})``.  A reward whose item has options is a fresh
+    instance named by its canonical item (:func:`reward_item`) unless the item gives ``name``;
+    ``options`` alone keep the registry key as the name.
+    Raises ``KeyError`` for an unknown name and ``ValueError`` for a bad option, duplicate metric
+    names, options for a name not in ``names``, or weights of the wrong length / non-finite.
     """
-    names = list(names)
+    from radlab.config import parse_item
+
+    items = [parse_item(n) for n in names]
+    names = [n for n, _ in items]
     unknown = [n for n in names if n not in FACTORIES]
     if unknown:
         raise KeyError(f"unknown reward(s) {unknown}; available: {sorted(FACTORIES)}")
@@ -91,8 +161,11 @@ def build_reward_funcs(
     if not all(math.isfinite(w) for w in weights):
         raise ValueError(f"reward weights must be finite, got {weights}")
     funcs: list[RewardFunc] = []
-    for name in names:
-        opts = dict(options.get(name) or {})
+    for name, item_opts in items:
+        item_opts = check_reward_options(name, item_opts)
+        opts = {**check_reward_options(name, options.get(name) or {}), **item_opts}
+        if item_opts and "name" not in item_opts:
+            opts["name"] = reward_item(name, item_opts)
         funcs.append(FACTORIES[name](**opts) if opts else REWARDS[name])
     metric_names = [f.__name__ for f in funcs]
     dupes = sorted({m for m in metric_names if metric_names.count(m) > 1})
@@ -109,6 +182,9 @@ __all__ = [
     "ANNOTATED_REWARDS",
     "NO_FINDING_MODES",
     "build_reward_funcs",
+    "reward_options",
+    "check_reward_options",
+    "reward_item",
     "BackendUnavailable",
     "WiringError",
     "TaskReward",

@@ -176,14 +176,16 @@ def load_grpo_model(params: GRPOParams, run_dir: str | os.PathLike[str]) -> tupl
 def build_rewards(params: GRPOParams) -> tuple[list[Callable[..., list[float | None]]], list[float]]:
     """Reward functions and weights by registry name (``radlab.rewards.build_reward_funcs``)."""
     from radlab.clinical.backends import BackendUnavailable
-    from radlab.config import ParamError
+    from radlab.config import ParamError, parse_item
     from radlab.rewards import ANNOTATED_REWARDS, build_reward_funcs
 
-    names = list(params.reward_names)
-    options = {n: {"backend": params.annotator} for n in names if n in ANNOTATED_REWARDS}
+    names = list(params.reward_names)  # items, e.g. "f1radgraph:level=complete"
+    base = {parse_item(n)[0] for n in names}
+    # The annotator is every annotated reward's backend unless its item sets one.
+    options = {n: {"backend": params.annotator} for n in base if n in ANNOTATED_REWARDS}
     try:
         return build_reward_funcs(names, list(params.reward_weights), **options)
-    except KeyError as exc:
+    except (KeyError, ValueError) as exc:
         raise ParamError(f"parameter 'reward_names': {exc.args[0]}") from exc
     except BackendUnavailable as exc:
         raise ParamError(f"parameter 'annotator': {params.annotator!r} cannot run here: {exc}") from exc
