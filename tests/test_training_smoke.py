@@ -42,13 +42,7 @@ def run_ok(notebook: str, out: Path, params_file: str, *extra: str) -> float:
     return seconds
 
 
-@pytest.fixture(scope="module")
-def smoke_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A runs folder with the smoke data stage done (``notebooks/00_data.ipynb``)."""
-    root = tmp_path_factory.mktemp("smoke_runs")
-    run_ok("00_data.ipynb", root / "00_data.ipynb", "params/smoke/data.yaml", "-p", "output_root", str(root))
-    assert (root / "smoke" / "data" / "sft").is_dir()
-    return root
+# smoke_root (the smoke data stage, once per session) comes from conftest.py.
 
 
 @pytest.mark.slow
