@@ -332,14 +332,17 @@ def machine() -> dict[str, Any]:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    head = "| mode | s/step | rollout tok/s | peak alloc GiB | peak device GiB | trainable params |"
-    lines = [head, "|---|---|---|---|---|---|"]
+    """The printed table; ``vs hf`` is each mode's s/step over the ``hf`` mode's, measured in the same run."""
+    base = next((r["s_per_step"] for r in rows if r["mode"] == "hf" and "error" not in r), None)
+    head = "| mode | s/step | vs hf | rollout tok/s | peak alloc GiB | peak device GiB | trainable params |"
+    lines = [head, "|---|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['mode']} | failed: {r['error'][:80]} | | | | |")
+            lines.append(f"| {r['mode']} | failed: {r['error'][:80]} | | | | | |")
             continue
-        lines.append(f"| {r['mode']} | {r['s_per_step']:.2f} | {r['rollout_tokens_per_s']:.0f} | {r['peak_allocated_gib']:.1f} "
-                     f"| {r['peak_device_used_gib']:.1f} | {r['params_trainable'] / 1e6:.1f}M |")
+        ratio = f"{r['s_per_step'] / base:.2f}x" if base else "-"
+        lines.append(f"| {r['mode']} | {r['s_per_step']:.2f} | {ratio} | {r['rollout_tokens_per_s']:.0f} "
+                     f"| {r['peak_allocated_gib']:.1f} | {r['peak_device_used_gib']:.1f} | {r['params_trainable'] / 1e6:.1f}M |")
     return "\n".join(lines)
 
 

@@ -65,3 +65,12 @@ def test_tiny_build_data_and_grpo_params(tmp_path):
         params = config.validate("grpo", g.grpo_values(args, mode, folder, data_dir))
         assert params.use_vllm == g.MODES[mode][0] and params.lora == g.MODES[mode][1]
         assert params.per_device_train_batch_size == 2 * args.num_generations and params.bf16
+
+
+def test_table_reports_ratios_against_hf_and_failures():
+    row = {"s_per_step": 2.0, "rollout_tokens_per_s": 1500.0, "peak_allocated_gib": 30.0, "peak_device_used_gib": 60.0,
+           "params_trainable": 2_127_532_032}
+    out = g.table([{**row, "mode": "hf"}, {**row, "mode": "vllm", "s_per_step": 0.5}, {"mode": "lora", "error": "exit 1: OOM"}])
+    lines = out.splitlines()
+    assert lines[2].startswith("| hf | 2.00 | 1.00x | 1500 |") and lines[3].startswith("| vllm | 0.50 | 0.25x |")
+    assert "failed: exit 1: OOM" in lines[4]
