@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from transformers.trainer_utils import SchedulerType
 from trl import GRPOConfig, SFTConfig
 
 from radlab import formats, runs
@@ -227,7 +228,10 @@ SFT_HINT = "; run notebooks/01_sft.ipynb first (or set init_model)"
 GRPO_HINT = ("; run notebooks/01_sft.ipynb first (thinking=False) or notebooks/02_cold_start.ipynb "
              "(thinking=True), or set init_model")
 
-LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_min_lr", "polynomial")
+# transformers' schedulers (TrainingArguments.lr_scheduler_type), checked before any model loads.
+LR_SCHEDULERS = tuple(t.value for t in SchedulerType)
+LR_HELP = ("learning-rate schedule, a transformers SchedulerType: constant, constant_with_warmup, linear, cosine, "
+           "cosine_with_min_lr, warmup_stable_decay, ...")
 GRPO_LOSS_TYPES = ("grpo", "dapo", "dr_grpo", "bnpo", "cispo", "sapo", "luspo", "vespo")
 SCALE_REWARDS = ("group", "batch", "none")
 VLLM_MODES = ("colocate", "server")
@@ -374,7 +378,7 @@ class TrainingParams(CommonParams):
         "run code shipped with a hub model (only for models that need it; off = safe)"))
     # --- optimisation --------------------------------------------------------------------
     learning_rate: float = field(default=1.0e-03, metadata=_help("peak learning rate (AdamW)"))
-    lr_scheduler_type: str = field(default="constant_with_warmup", metadata=_help(f"one of {LR_SCHEDULERS}"))
+    lr_scheduler_type: str = field(default="constant_with_warmup", metadata=_help(LR_HELP))
     warmup_steps: float = field(default=0.0, metadata=_help("linear warm-up: steps (>= 1) or a ratio of all steps (< 1)"))
     weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay"))
     max_grad_norm: float = field(default=1.0, metadata=_help("gradient clipping norm"))
@@ -585,7 +589,7 @@ class GRPOParams(TrainingParams):
 
     # Calibrated CPU recipe: full FT, lr 1e-4 constant, 4 prompts x G=8 per step, beta 0, DAPO loss.
     learning_rate: float = field(default=1.0e-04, metadata=_help("peak learning rate (AdamW)"))
-    lr_scheduler_type: str = field(default="constant", metadata=_help(f"one of {LR_SCHEDULERS}"))
+    lr_scheduler_type: str = field(default="constant", metadata=_help(LR_HELP))
     max_steps: int = field(default=300, metadata=_help("optimizer steps; 0 = use num_train_epochs"))
     per_device_train_batch_size: int = field(default=32, metadata=_help(
         "completions per device per step (prompts x num_generations)"))

@@ -43,6 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = parse_args(argv)
     values: dict[str, Any] = load_yaml(args.params) if args.params else {}
+    if args.params:
+        values.setdefault("run_name", args.params.stem)  # a run is named after its params file, as `radlab run` does
     for key, raw in args.param:
         values[key] = yaml.safe_load(raw)
     state = partial_state()
