@@ -343,7 +343,7 @@ def resize_all(jobs: Sequence[ImageJob], run_dir: str | os.PathLike[str], worker
                desc: str = "images") -> list[dict[str, Any]]:
     """:func:`resize_image` over ``jobs`` (in order) with ``workers`` forked processes and a tqdm
     bar.  Only the small result dicts come back; pixels stay in the workers."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # plain bars: tqdm.auto warns in kernels without ipywidgets
 
     items = [(j, str(run_dir)) for j in jobs]
     bar = tqdm(total=len(items), desc=desc, unit="img", mininterval=1.0)
