@@ -204,7 +204,8 @@ def table3(results: pd.DataFrame, specs: Sequence[Any], run_dir: str | os.PathLi
                         rows.append({"group": g_i, "model": s.name, "run": s.run,
                                      "rewards": ",".join(reward_names(s.run_params)), "task": task, "metric": metric,
                                      "value": r.value, "ci_low": r.ci_low, "ci_high": r.ci_high, "n": r.n})
-        runs.write_table(pd.DataFrame(rows, columns=TABLE3_COLUMNS), Path(run_dir) / "table3.csv")
+        if not runs.is_complete(run_dir):  # a reused (finished) analysis keeps its table
+            runs.write_table(pd.DataFrame(rows, columns=TABLE3_COLUMNS), Path(run_dir) / "table3.csv")
     return table, ""
 
 
@@ -467,7 +468,11 @@ def notes_markdown(notes: Sequence[str], title: str = "Notes") -> str:
 
 def write_findings(run_dir: str | os.PathLike[str], text: str, tables: Sequence[Table | None] = (),
                    notes: Sequence[str] = ()) -> Path:
-    """Write ``findings.md``: the generated paragraph, the notes, then the tables in markdown."""
+    """Write ``findings.md``: the generated paragraph, the notes, then the tables in markdown.
+
+    A finished run folder (``DONE``: a reused analysis) is left as it is."""
+    if runs.is_complete(run_dir):
+        return Path(run_dir) / "findings.md"
     parts = ["# Findings (generated from results.csv and comparisons.csv)", "", text, ""]
     if notes:
         parts += [notes_markdown(notes), ""]

@@ -6,15 +6,20 @@ are filled in).  A notebook's second cell is::
 
     run = radlab.config.resolve("sft", globals())
 
-which (1) collects the parameter names the notebook defined (papermill's injected ones
-included), (2) rejects unknown keys and wrong types with an error that names the key,
-(3) lets the dataclass fill derived defaults and check inputs (``__post_init__``), and
-(4) writes ``params.yaml`` and ``env.json`` into ``runs/<experiment>/<stage>/``.
-Training stages then build their typed TRL configs with ``HfArgumentParser.parse_dict``.
+which (1) collects the parameters the notebook defined: in a kernel, the names assigned in the
+last-run ``parameters`` cell and in papermill's injected ``# Parameters`` cell (read from
+IPython's input history, so other globals such as ``run`` or ``result`` are never mistaken for
+parameters); (2) rejects unknown keys and wrong types with an error that names the key;
+(3) lets the dataclass fill derived defaults and check inputs (``__post_init__``); and (4) checks
+the run folder: a finished run whose ``params.yaml`` differs is an error unless ``force=True``.
+``resolve`` writes nothing.  The stage's heavy function calls :meth:`StageRun.begin` right
+before it writes results (``params.yaml``, ``env.json``, ``DONE`` cleared), or reuses the
+finished outputs when the run folder already holds this very run.
 """
 
 from __future__ import annotations
 
+import ast
 import contextvars
 import dataclasses
 import difflib
@@ -156,8 +161,80 @@ def check_paths(params: Any, *, source: str = "parameters") -> None:
             raise ParamError(f"{source}: parameter {f.name!r}: {kind} {str(p)!r} does not exist{hint}")
 
 
+PARAMETERS_TAG = "parameters"
+INJECTED_HEADER = "# Parameters"  # papermill's injected cell starts with this comment
+
+
+def _literal_assignments(source: str) -> tuple[list[str], bool] | None:
+    """Names a cell assigns if it holds only assignments of literals (and comments), else ``None``.
+
+    Returns ``(names, annotated)``; ``annotated`` says whether any line is ``name: type = value``
+    (the parameters cell's form).  ``"lr: float = 0.1  # help"`` -> ``(["lr"], True)``.
+    """
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return None
+    names: list[str] = []
+    annotated = False
+    for node in tree.body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+            target, value, annotated = node.target.id, node.value, True
+        elif isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            target, value = node.targets[0].id, node.value
+        else:
+            return None
+        try:
+            ast.literal_eval(value)
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            return None
+        names.append(target)
+    return (names, annotated) if names else None
+
+
+def parameter_names(history: list[str]) -> list[str] | None:
+    """The parameter names of a kernel session, from its input history (IPython's ``In``).
+
+    The parameters cell is the most recently run cell made only of literal assignments with at
+    least one ``name: type = value`` line; papermill's injected cell (first line ``# Parameters``)
+    run after it adds its names.  ``None`` when no parameters cell was run (then no names are
+    taken from the namespace and every parameter keeps its default, unless papermill injected some).
+
+    ``["", "lr: float = 0.1", "run = resolve(...)", "lr: float = 0.2\nsteps: int = 3", "run = ..."]``
+    -> ``["lr", "steps"]``.
+    """
+    names: list[str] = []
+    found = False
+    for source in reversed(history):
+        parsed = _literal_assignments(source)
+        if parsed is None:
+            continue
+        cell_names, annotated = parsed
+        if source.lstrip().startswith(INJECTED_HEADER):
+            names = cell_names + [n for n in names if n not in cell_names]
+        elif annotated:
+            names = cell_names + [n for n in names if n not in cell_names]
+            found = True
+            break
+    return names if found or names else None
+
+
+def _in_kernel(namespace: Mapping[str, Any]) -> bool:
+    return isinstance(namespace.get("In"), list) and "get_ipython" in namespace
+
+
 def collect(namespace: Mapping[str, Any]) -> dict[str, Any]:
-    """The parameter values a notebook defined: public, non-module, non-callable globals."""
+    """The parameter values a notebook defined.
+
+    In an IPython kernel (``namespace`` is the notebook's ``globals()``, holding ``In``): the
+    names :func:`parameter_names` finds in the input history, with their current values from
+    ``namespace``; a later cell's globals (``run``, ``result``...) are never parameters.  Outside
+    a kernel (a plain dict from a script, a test or the CLI): every public, non-module,
+    non-callable key.
+    """
+    if _in_kernel(namespace):
+        names = parameter_names([str(s) for s in namespace["In"]]) or []
+        return {n: namespace[n] for n in names if n in namespace}
     out = {}
     for key, value in namespace.items():
         if key.startswith("_") or key in _KERNEL_NAMES:
@@ -240,9 +317,30 @@ def defaults(stage: str) -> dict[str, Any]:
     return out
 
 
+# Keys that do not change what a run produces: a finished run is the same run without them.
+UNCOMPARED = ("force", "resume")
+
+
+def _comparable(key: str, value: Any, cls: type | None) -> Any:
+    """``value`` normalised for comparing params: path fields as absolute paths."""
+    path_like = key == "output_root"
+    if cls is not None and not path_like:
+        f = {f.name: f for f in dataclasses.fields(cls)}.get(key)
+        path_like = bool(f and f.metadata.get("path"))
+    if path_like and isinstance(value, str) and value and ":" not in value:
+        return os.path.abspath(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
 @dataclass
 class StageRun:
-    """What ``resolve`` hands a notebook: the typed params and the run folder."""
+    """What ``resolve`` hands a notebook: the typed params and the run folder.
+
+    The run folder is written only by :meth:`begin`, which the stage's heavy function calls
+    right before it writes results; ``resolve`` and any cell before that leave it untouched.
+    """
 
     stage: str
     params: Any
@@ -252,18 +350,95 @@ class StageRun:
         """A path inside the run folder."""
         return self.run_dir.joinpath(*parts)
 
+    @classmethod
+    def of(cls, params: Any, run_dir: str | os.PathLike[str] | None = None) -> StageRun:
+        """The run of ``params`` (its stage class's ``STAGE``) in ``run_dir`` (default ``params.run_dir``)."""
+        return cls(stage=type(params).STAGE, params=params, run_dir=Path(run_dir) if run_dir else params.run_dir)
 
-def resolve(stage: str, namespace: Mapping[str, Any], *, write: bool = True) -> StageRun:
-    """Validate a notebook's parameters and prepare its run folder.
+    @property
+    def finished(self) -> bool:
+        """The folder holds a finished run (its ``DONE`` marker)."""
+        return runs.is_complete(self.run_dir)
 
-    ``namespace`` is the notebook's ``globals()``.  Writes ``params.yaml`` and ``env.json``
-    (atomically) and clears a stale ``DONE`` marker, so a rerun is never mistaken for complete.
+    def saved_params(self) -> dict[str, Any] | None:
+        """The folder's ``params.yaml`` (``None`` if absent or unreadable)."""
+        path = self.run_dir / "params.yaml"
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def differences(self) -> dict[str, tuple[Any, Any]]:
+        """``{key: (saved, new)}`` for every parameter that differs from the folder's ``params.yaml``
+        (all of them when there is none); ``force`` and ``resume`` are not compared."""
+        saved = self.saved_params()
+        new = dataclasses.asdict(self.params)
+        if saved is None:
+            return {k: (None, v) for k, v in new.items() if k not in UNCOMPARED}
+        cls = type(self.params)
+        out = {}
+        for key in sorted(set(saved) | set(new)):
+            if key in UNCOMPARED:
+                continue
+            old_v, new_v = saved.get(key), new.get(key)
+            if _comparable(key, old_v, cls) != _comparable(key, new_v, cls):
+                out[key] = (old_v, new_v)
+        return out
+
+    @property
+    def reusable(self) -> bool:
+        """The folder holds this very run, finished: stage functions return its saved outputs
+        instead of recomputing them (``force=True`` never reuses)."""
+        return self.finished and not getattr(self.params, "force", False) and not self.differences()
+
+    def check(self) -> None:
+        """Raise :class:`ParamError` if the folder holds a finished run with other params and
+        ``force`` is off: writing into it would leave params that did not produce its model."""
+        if not self.finished or getattr(self.params, "force", False):
+            return
+        diff = self.differences()
+        if diff:
+            shown = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in list(diff.items())[:8])
+            more = f" (and {len(diff) - 8} more)" if len(diff) > 8 else ""
+            raise ParamError(
+                f"{self.run_dir} holds a finished {self.stage!r} run with other parameters ({shown}{more}). "
+                f"Set run_name to a new name to keep it and train a new run beside it, or force=True to replace it.")
+
+    def begin(self, *, stale: tuple[str, ...] = ()) -> bool:
+        """Start (or restart) the run: write ``params.yaml`` and ``env.json`` atomically, clear
+        ``DONE`` and remove the ``stale`` outputs (e.g. ``model/``) of an earlier run.
+
+        Returns ``False`` without writing anything when :attr:`reusable` (the caller then returns
+        the finished outputs); raises :class:`ParamError` as :meth:`check` does.  Call it on the
+        process that writes files (the main process under ``accelerate launch``).
+        """
+        self.check()
+        if self.reusable:
+            return False
+        import shutil
+
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        runs.clear_complete(self.run_dir)
+        for name in stale:
+            target = self.run_dir / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+        runs.write_yaml(self.run_dir / "params.yaml", dataclasses.asdict(self.params))
+        runs.write_json(self.run_dir / "env.json", runs.environment_info())
+        return True
+
+
+def resolve(stage: str, namespace: Mapping[str, Any]) -> StageRun:
+    """Validate a notebook's parameters; returns the run (typed params + folder). Writes nothing.
+
+    ``namespace`` is the notebook's ``globals()`` (or a plain dict of parameter values).  Raises
+    :class:`ParamError` for an unknown or mistyped parameter, a missing input, or a finished run
+    folder whose params differ (unless ``force=True``), all before any model loads.
     """
     params = validate(stage, collect(namespace), source=f"notebook {NOTEBOOKS[stage]}.ipynb")
-    run_dir = params.run_dir
-    if write:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        runs.clear_complete(run_dir)
-        runs.write_yaml(run_dir / "params.yaml", dataclasses.asdict(params))
-        runs.write_json(run_dir / "env.json", runs.environment_info())
-    return StageRun(stage=stage, params=params, run_dir=run_dir)
+    run = StageRun(stage=stage, params=params, run_dir=params.run_dir)
+    run.check()
+    return run

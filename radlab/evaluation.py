@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from radlab import runs
+from radlab.config import StageRun
 from radlab.data.schema import CHEXPERT14
 from radlab.experiment import Comparison, ModelSpec, discover_models, resolve_comparisons
 from radlab.formats import answer_text, format_boxes
@@ -620,9 +621,13 @@ def evaluate_all(params: AnalysisParams, specs: Sequence[ModelSpec], evalset: Ev
     """Generate, score and summarise every model (and the shortcut baselines); write the outputs.
 
     Writes ``per_sample.parquet``, ``results.csv``, ``comparisons.csv`` and ``timings.csv`` to
-    ``run_dir``; generations are cached in ``run_dir/generations/``.
+    ``run_dir``; generations are cached in ``run_dir/generations/``.  The run begins here
+    (:meth:`radlab.config.StageRun.begin`); when ``run_dir`` holds this very analysis, finished,
+    nothing is generated or written and :func:`load_evaluation` reads its tables back.
     """
     run_dir = Path(run_dir)
+    if not StageRun.of(params, run_dir).begin():
+        return load_evaluation(params, specs, evalset, run_dir, notes)
     cache_dir = run_dir / "generations"
     build_dir = params.experiment_dir / "models"
     notes = list(notes) + list(evalset.notes)
@@ -656,6 +661,25 @@ def evaluate_all(params: AnalysisParams, specs: Sequence[ModelSpec], evalset: Ev
     return Evaluation(per_sample, results, comparisons, timings, list(specs), notes, skipped_pairs, paths, declared)
 
 
+def load_evaluation(params: AnalysisParams, specs: Sequence[ModelSpec], evalset: EvalSet,
+                    run_dir: str | os.PathLike[str], notes: Sequence[str] = ()) -> Evaluation:
+    """The :class:`Evaluation` of the finished analysis in ``run_dir``, read from its tables."""
+    run_dir = Path(run_dir)
+    paths = {"per_sample": run_dir / "per_sample.parquet", "results": run_dir / "results.csv",
+             "comparisons": run_dir / "comparisons.csv", "timings": run_dir / "timings.csv"}
+    per_sample = pd.read_parquet(paths["per_sample"])
+    results = pd.read_csv(paths["results"])
+    comparisons = pd.read_csv(paths["comparisons"])
+    timings = pd.read_csv(paths["timings"]) if paths["timings"].exists() else pd.DataFrame()
+    evaluated = set(per_sample["model"])
+    run_labels = {s.run: s.name for s in specs if s.name in evaluated}
+    run_labels.update({m: m for m in SHORTCUT_MODELS if m in evaluated})
+    declared, skipped_pairs = resolve_comparisons(params.comparisons, run_labels)
+    print(f"{run_dir} holds this finished analysis: returning its tables (set force=True to evaluate again)")
+    return Evaluation(per_sample, results, comparisons, timings, list(specs), list(notes) + list(evalset.notes),
+                      skipped_pairs, paths, declared)
+
+
 def write_outputs(run_dir: str | os.PathLike[str], per_sample: pd.DataFrame, results: pd.DataFrame,
                   comparisons: pd.DataFrame) -> dict[str, Path]:
     """Write ``per_sample.parquet``, ``results.csv`` and ``comparisons.csv`` atomically."""
@@ -680,7 +704,7 @@ def settings_of(params: AnalysisParams, spec: ModelSpec) -> dict[str, Any]:
 
 __all__ = [
     "COMPARISONS_COLUMNS", "DIAGNOSTICS", "EvalSet", "Evaluation", "RESULTS_COLUMNS", "TASKS", "comparisons_table",
-    "discover_models", "eval_fingerprint", "evaluate_all", "evaluate_model", "extract_answer", "generation_frame",
+    "discover_models", "eval_fingerprint", "evaluate_all", "load_evaluation", "evaluate_model", "extract_answer", "generation_frame",
     "generation_key", "load_eval_dataset", "load_eval_set", "predictions_frame", "reference_text", "results_table",
     "score_rows", "select_indices", "settings_of", "shortcut_frames", "summary_metrics", "switch_thinking",
     "task_groups", "write_outputs",

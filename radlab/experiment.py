@@ -34,7 +34,7 @@ THINK_REWARD = "think_format"
 # Params that choose a GRPO run's rewards: runs that differ only in these form a reward ablation.
 REWARD_KEYS = frozenset({"reward_names", "reward_weights", "annotator"})
 # Params that say nothing about what was trained (names, places, bookkeeping).
-BOOKKEEPING_KEYS = frozenset({"run_name", "experiment", "output_root", "stage", "resume", "torch_threads",
+BOOKKEEPING_KEYS = frozenset({"run_name", "experiment", "output_root", "stage", "resume", "force", "torch_threads",
                               "dataloader_num_workers", "logging_steps", "save_steps", "save_total_limit",
                               "eval_every", "eval_rows", "completions_every"})
 

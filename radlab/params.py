@@ -59,6 +59,8 @@ class CommonParams:
         "'' = this notebook's stage, anything else must equal it"))
     run_name: str = field(default="", metadata=_help(
         "run folder name under <output_root>/<experiment>/ (radlab run passes the params file's name); '' = the stage name"))
+    force: bool = field(default=False, metadata=_help(
+        "replace a finished run folder whose params differ (otherwise that is an error; a finished run with the same params is reused)"))
 
     def __post_init__(self) -> None:
         if self.stage and self.stage != self.STAGE:

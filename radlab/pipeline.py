@@ -394,9 +394,11 @@ def run_pipeline(
                 threads = max(1, cores // sharing) if jobs > 1 else None
                 log(f"[start] {spec.name:<11} {NOTEBOOKS[spec.stage]}.ipynb with {pl.params[spec.name]}"
                     + (f" ({threads} thread{'s' if threads > 1 else ''})" if threads else ""))
+                # --force reaches the stage as force=True: a finished run folder is then replaced
+                # (without it, the stage reuses a finished run with the same params).
                 fut = pool.submit(
                     execute, spec, pl.params[spec.name], experiment=experiment, output_root=out_root,
-                    root=root_p, threads=threads, log=log,
+                    root=root_p, threads=threads, log=log, extra={"force": True} if force else None,
                 )
                 running[fut] = spec
                 display.start(spec.name, run_dir)

@@ -68,8 +68,8 @@ def grpo_runs(exp_dir: str | os.PathLike[str]) -> list[Path]:
 
 def _save(fig: Any, run_dir: str | os.PathLike[str] | None, name: str) -> None:
     """Save as PNG+PDF, then close: callers ``display(fig)`` explicitly, and an open figure would
-    be shown a second time by the inline backend."""
-    if run_dir is not None:
+    be shown a second time by the inline backend.  A finished run folder (``DONE``) is left as it is."""
+    if run_dir is not None and not runs.is_complete(run_dir):
         runs.save_figure(fig, run_dir, name)
     _plt().close(fig)
 

@@ -4,6 +4,8 @@ Each stage folder holds ``params.yaml`` (resolved parameters), ``env.json`` (git
 package versions, torch device), its tables (CSV/Parquet), ``figures/``, and for training
 stages ``trainer_state.json``, ``log_history.csv``, checkpoints and the final ``model/``.
 A stage is *complete* when its ``DONE`` marker exists; the runner skips complete stages.
+A complete folder is read-only for radlab: stage functions write into it only after
+``radlab.config.StageRun.begin`` (called when a stage's heavy work starts) cleared ``DONE``.
 """
 
 from __future__ import annotations
@@ -162,8 +164,16 @@ def is_complete(run_dir: str | os.PathLike[str]) -> bool:
 
 
 def mark_complete(run_dir: str | os.PathLike[str], summary: Mapping[str, Any] | None = None) -> Path:
-    """Write the ``DONE`` marker (JSON summary inside) as the stage's last act."""
-    return write_json(Path(run_dir) / DONE_MARKER, dict(summary or {}))
+    """Write the ``DONE`` marker (JSON summary inside) as the stage's last act.
+
+    A folder that already holds ``DONE`` is a finished run that this session reused (its stage
+    functions returned the saved outputs; ``StageRun.begin`` clears ``DONE`` when a run really
+    starts), so its marker is left as it is.
+    """
+    marker = Path(run_dir) / DONE_MARKER
+    if marker.exists():
+        return marker
+    return write_json(marker, dict(summary or {}))
 
 
 def clear_complete(run_dir: str | os.PathLike[str]) -> None:

@@ -71,20 +71,128 @@ def test_missing_input_path_is_named(toy_stage: str, tmp_path: Path) -> None:
     assert config.validate(toy_stage, {"data_dir": str(missing)}, check_inputs=False).data_dir == str(missing)
 
 
-def test_collect_ignores_kernel_names_modules_and_callables() -> None:
-    ns = {"lr": 0.1, "In": [], "Out": {}, "json": json, "_private": 1, "f": lambda: 0, "get_ipython": print}
+def test_collect_outside_a_kernel_takes_every_public_value() -> None:
+    """A plain dict (script, CLI, test): every public, non-module, non-callable key."""
+    ns = {"lr": 0.1, "Out": {}, "json": json, "_private": 1, "f": lambda: 0}
     assert config.collect(ns) == {"lr": 0.1}
 
 
-def test_resolve_writes_params_and_env_and_clears_done(toy_stage: str, tmp_path: Path) -> None:
-    run_dir = tmp_path / "exp" / "toy"
-    runs.mark_complete(run_dir)
-    run = config.resolve(toy_stage, {"experiment": "exp", "output_root": str(tmp_path), "steps": 2})
-    assert run.run_dir == run_dir
-    assert yaml.safe_load((run_dir / "params.yaml").read_text())["steps"] == 2
-    env = json.loads((run_dir / "env.json").read_text())
+PARAMS_CELL = "experiment: str = 'demo'  # experiment\nsteps: int = 10  # steps\nlr: float = 1.0e-04  # lr"
+RESOLVE_CELL = 'import radlab.config\n\nrun = radlab.config.resolve("toy", globals())\nrun.params'
+INJECTED_CELL = "# Parameters\nsteps = 3\noutput_root = \"/tmp/x\"\n"
+
+
+def _kernel(history: list[str], **values: object) -> dict[str, object]:
+    """A notebook's globals() as IPython's kernel has them: ``In`` (input history, '' first)."""
+    return {"In": ["", *history], "Out": {}, "get_ipython": lambda: None, "exit": None, "quit": None, **values}
+
+
+@pytest.mark.parametrize(
+    ("history", "expected"),
+    [
+        # Run All: parameters cell, then resolve (the current cell is the last input).
+        ([PARAMS_CELL, RESOLVE_CELL], ["experiment", "steps", "lr"]),
+        # papermill: parameters cell, its injected cell, resolve.
+        ([PARAMS_CELL, INJECTED_CELL, RESOLVE_CELL], ["steps", "output_root", "experiment", "lr"]),
+        # A later cell, then the resolve cell again: later globals are not parameters.
+        ([PARAMS_CELL, RESOLVE_CELL, "result = train(run)\nresult", "x = 5", RESOLVE_CELL], ["experiment", "steps", "lr"]),
+        # The parameters cell edited (a line removed) and re-run: the latest one counts.
+        ([PARAMS_CELL, INJECTED_CELL, RESOLVE_CELL, "steps: int = 4  # steps", RESOLVE_CELL], ["steps"]),
+        # A papermill output notebook re-run in JupyterLab: injected after the parameters cell again.
+        ([PARAMS_CELL, INJECTED_CELL, RESOLVE_CELL, PARAMS_CELL, INJECTED_CELL, RESOLVE_CELL],
+         ["steps", "output_root", "experiment", "lr"]),
+        # No parameters cell run yet (only resolve after a restart): nothing to take.
+        ([RESOLVE_CELL], None),
+        # Not a parameters cell: a call, a derived value, a syntax error, an empty cell.
+        (["steps: int = len('abc')", "lr: float = 1 +", "", RESOLVE_CELL], None),
+    ],
+    ids=["run-all", "papermill", "later-cell-then-resolve", "edited-params", "papermill-output-rerun", "none", "not-literal"],
+)
+def test_parameter_names_from_the_input_history(history: list[str], expected: list[str] | None) -> None:
+    names = config.parameter_names(["", *history])
+    assert (sorted(names) if names is not None else None) == (sorted(expected) if expected is not None else None)
+
+
+def test_collect_in_a_kernel_ignores_later_globals_and_takes_current_values() -> None:
+    ns = _kernel([PARAMS_CELL, RESOLVE_CELL, "result = 1", RESOLVE_CELL],
+                 experiment="demo", steps=10, lr=1.0e-04, run=object(), result=1, info={"a": 1}, notes=["x"])
+    assert config.collect(ns) == {"experiment": "demo", "steps": 10, "lr": 1.0e-04}
+    # The parameters cell edited (steps 10 -> 20) and re-run, then resolve: the new value is taken.
+    ns["In"] += ["experiment: str = 'demo'  # e\nsteps: int = 20  # s\nlr: float = 1.0e-04  # l", RESOLVE_CELL]
+    ns["steps"] = 20
+    assert config.collect(ns)["steps"] == 20
+
+
+def test_rerunning_resolve_in_a_kernel_works_and_typos_are_named(toy_stage: str, tmp_path: Path) -> None:
+    """The issue's failure: resolve again after later cells defined ``run``, ``info``, ``result``."""
+    cell = f"experiment: str = 'exp'  # e\noutput_root: str = {str(tmp_path)!r}  # o\nsteps: int = 3  # s"
+    ns = _kernel([cell, RESOLVE_CELL], experiment="exp", output_root=str(tmp_path), steps=3)
+    first = config.resolve(toy_stage, ns)
+    ns.update(run=first, info={"device": "cpu"}, result=object())
+    ns["In"] += ["info = {}", RESOLVE_CELL]
+    assert config.resolve(toy_stage, ns).params.steps == 3
+    # A typo typed into the parameters cell is an error naming it.
+    ns["In"] += [cell + "\nstesp: int = 4  # typo", RESOLVE_CELL]
+    ns["stesp"] = 4
+    with pytest.raises(ParamError, match=r"unknown parameter\(s\) \['stesp'\]"):
+        config.resolve(toy_stage, ns)
+    # ...and so is one papermill injected (papermill -p lerning_rate 0.1).
+    ns["In"] += [cell, "# Parameters\nlerning_rate = 0.1\n", RESOLVE_CELL]
+    ns["lerning_rate"] = 0.1
+    with pytest.raises(ParamError, match=r"unknown parameter\(s\) \['lerning_rate'\]"):
+        config.resolve(toy_stage, ns)
+
+
+def _files(root: Path) -> dict[str, tuple[str, int]]:
+    """Every file under ``root``: relative path -> (sha256, mtime_ns)."""
+    import hashlib
+
+    return {str(p.relative_to(root)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_resolve_writes_nothing_and_begin_writes_params_env_and_clears_done(toy_stage: str, tmp_path: Path) -> None:
+    values = {"experiment": "exp", "output_root": str(tmp_path), "steps": 2}
+    run = config.resolve(toy_stage, values)
+    assert run.run_dir == tmp_path / "exp" / "toy" and not run.run_dir.exists()
+    (run.run_dir / "model").mkdir(parents=True)
+    assert run.begin(stale=("model",)) is True
+    assert yaml.safe_load((run.run_dir / "params.yaml").read_text())["steps"] == 2
+    env = json.loads((run.run_dir / "env.json").read_text())
     assert env["packages"]["torch"] and env["torch_device"] in ("cpu", "cuda")
-    assert not runs.is_complete(run_dir)
+    assert not (run.run_dir / "model").exists(), "an earlier run's model is not left beside new params"
+    # A run in progress (no DONE) begins again freely, e.g. after an interruption.
+    runs.write_text(run.run_dir / "stale.txt", "x")
+    assert config.resolve(toy_stage, {**values, "steps": 5}).begin(stale=("stale.txt",)) is True
+    assert yaml.safe_load((run.run_dir / "params.yaml").read_text())["steps"] == 5
+    assert not (run.run_dir / "stale.txt").exists()
+
+
+def test_finished_run_is_reused_with_same_params_and_guarded_with_others(toy_stage: str, tmp_path: Path) -> None:
+    values = {"experiment": "exp", "output_root": str(tmp_path), "steps": 2}
+    run = config.resolve(toy_stage, values)
+    run.begin()
+    runs.mark_complete(run.run_dir, {"global_step": 2})
+    before = _files(run.run_dir)
+    # Same params (and the resume / force switches aside): resolve and begin write nothing.
+    again = config.resolve(toy_stage, {**values, "output_root": str(tmp_path) + "/./"})
+    assert again.finished and again.reusable and again.differences() == {}
+    assert again.begin() is False
+    runs.mark_complete(again.run_dir, {"global_step": 99})  # a reused run keeps its DONE
+    assert _files(run.run_dir) == before
+    # Other params: a clear error naming the differing keys and the two ways out, before anything is written.
+    with pytest.raises(ParamError, match=r"finished 'toy' run with other parameters \(lr: 0.0001 -> 0.01, steps: 2 -> 3\)"
+                                         r".*run_name.*force=True"):
+        config.resolve(toy_stage, {**values, "steps": 3, "lr": 1.0e-02})
+    assert _files(run.run_dir) == before
+    # force=True replaces it: begin clears DONE and writes the new params.
+    forced = config.resolve(toy_stage, {**values, "steps": 3, "force": True})
+    assert not forced.reusable and forced.begin() is True
+    assert not runs.is_complete(run.run_dir)
+    assert yaml.safe_load((run.run_dir / "params.yaml").read_text())["steps"] == 3
+    # force with the same params retrains too (never reuses).
+    runs.mark_complete(run.run_dir)
+    assert config.resolve(toy_stage, {**values, "steps": 3, "force": True}).begin() is True
 
 
 def test_load_yaml_rejects_nested_and_non_mapping(tmp_path: Path) -> None:
@@ -181,7 +289,7 @@ def test_demo_params_are_the_notebook_defaults(stage: str) -> None:
     plus the 'stage' key that names its notebook (run_name '' is the file's name, so it is left out)."""
     values = config.load_yaml(ROOT / "params" / "demo" / f"{stage}.yaml")
     expected = {**_own_defaults(stage), "stage": stage}
-    del expected["run_name"]
+    del expected["run_name"], expected["force"]  # force: a per-invocation switch, never in a file
     assert values == expected
 
 

@@ -20,10 +20,12 @@ SMALL = dict(n_train=16, n_validation=4, n_grpo=6, n_eval=6, image_size=64, work
 
 
 def _tree_hashes(folder: Path) -> dict[str, str]:
-    """sha256 of every Arrow/JSON/CSV/PNG file under ``folder`` (relative path -> digest)."""
+    """sha256 of every Arrow/JSON/CSV/PNG file under ``folder`` (relative path -> digest), except
+    ``env.json`` (when and where the run began, written by ``StageRun.begin``)."""
     out = {}
     for p in sorted(folder.rglob("*")):
-        if p.is_file() and p.suffix in (".arrow", ".json", ".csv", ".png") and "figures" not in p.parts:
+        if (p.is_file() and p.suffix in (".arrow", ".json", ".csv", ".png") and "figures" not in p.parts
+                and p.name != "env.json"):
             out[str(p.relative_to(folder))] = hashlib.sha256(p.read_bytes()).hexdigest()
     return out
 

@@ -496,3 +496,17 @@ def test_notebook_smoke(experiment: Path, tmp_path: Path) -> None:
     for name in ("results.csv", "comparisons.csv", "per_sample.parquet", "findings.md", "DONE"):
         assert (run_dir / name).exists(), name
     assert "RL vs SFT" in (run_dir / "findings.md").read_text()
+    # Re-running the finished analysis with the same params reads its tables back and writes nothing.
+    import hashlib
+
+    def files() -> dict[str, tuple[str, int]]:
+        return {str(p.relative_to(run_dir)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+                for p in sorted(run_dir.rglob("*")) if p.is_file()}
+
+    before = files()
+    cmd[cmd.index(str(out))] = str(tmp_path / "again.ipynb")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "holds this finished analysis" in (tmp_path / "again.ipynb").read_text()
+    assert files() == before

@@ -113,7 +113,7 @@ def test_resolve_uses_run_name_folder(data_root: Path, tmp_path: Path) -> None:
     ns = {"experiment": "t", "output_root": str(data_root), "init_model": str(tmp_path), "run_name": "grpo_b"}
     run = config.resolve("grpo", ns)
     assert run.run_dir == data_root / "t" / "grpo_b"
-    assert (run.run_dir / "params.yaml").exists()
+    assert not run.run_dir.exists(), "resolve writes nothing; the stage's model loading begins the run"
 
 
 def test_sft_config_defaults(data_root: Path, tmp_path: Path) -> None:
@@ -190,41 +190,6 @@ def test_grpo_config_geometry(data_root: Path, tmp_path: Path) -> None:
 STAGES = {"sft": "01_sft", "cold_start": "02_cold_start", "grpo": "03_grpo"}
 
 
-def _notebook_params(name: str) -> dict[str, Any]:
-    import ast
-
-    import nbformat
-
-    nb = nbformat.read(REPO / "notebooks" / f"{name}.ipynb", as_version=4)
-    code = [c for c in nb.cells if c.cell_type == "code"]
-    assert "parameters" in code[0].metadata.get("tags", []), f"{name}: first code cell must be tagged parameters"
-    assert 'radlab.config.resolve("' in code[1].source
-    assert "radlab.runs.mark_complete(run.run_dir" in code[-1].source
-    assert all(not c.get("outputs") for c in code), f"{name}: notebooks are stored without outputs"
-    values = {}
-    for node in ast.parse(code[0].source).body:
-        assert isinstance(node, ast.AnnAssign), f"{name}: parameters cell holds only `name: type = literal`"
-        values[node.target.id] = ast.literal_eval(node.value)
-    return values
-
-
-@pytest.mark.parametrize("stage", sorted(STAGES))
-def test_notebook_parameters_equal_dataclass(stage: str) -> None:
-    from radlab.params import own_fields
-
-    own = {f.name for f in own_fields(config.params_class(stage))}
-    assert _notebook_params(STAGES[stage]) == {k: v for k, v in config.defaults(stage).items() if k in own}
-
-
-@pytest.mark.parametrize("stage", sorted(STAGES))
-def test_notebooks_are_generated_from_params(stage: str) -> None:
-    import nbformat
-
-    from radlab.training.notebooks import build_notebook
-
-    on_disk = nbformat.read(REPO / "notebooks" / f"{STAGES[stage]}.ipynb", as_version=4)
-    assert [c.source for c in on_disk.cells] == [c.source for c in build_notebook(stage).cells], (
-        "notebook out of date: run `python -m radlab.training.notebooks`")
 
 
 @pytest.mark.parametrize("exp", ["demo", "smoke", "paper"])

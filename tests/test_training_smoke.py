@@ -101,6 +101,34 @@ def test_smoke_notebooks_end_to_end(smoke_root: Path) -> None:
         assert {"step", "task", "prompt", "completion", "reward", "advantage"} <= set(comp.columns)
     print("smoke notebook seconds:", {k: round(v, 1) for k, v in times.items()})
 
+    # Re-running every notebook of the finished experiment with the same params (all cells: resolve,
+    # model loading, training, generations, DONE) trains nothing and leaves every run folder as it was.
+    before = snapshot(exp)
+    again = smoke_root.parent / f"{smoke_root.name}_again"
+    again.mkdir(exist_ok=True)
+    for notebook, params_file, name in (("00_data.ipynb", "params/smoke/data.yaml", "data"),
+                                        ("01_sft.ipynb", "params/smoke/sft.yaml", "sft"),
+                                        ("02_cold_start.ipynb", "params/smoke/cold_start.yaml", "cold_start"),
+                                        ("03_grpo.ipynb", "params/smoke/grpo.yaml", "grpo")):
+        out = again / notebook
+        run_ok(notebook, out, params_file, "-p", "output_root", str(smoke_root))
+        assert f"{exp / name} holds this finished" in out.read_text(), name
+    assert snapshot(exp) == before
+    # Other params on a finished run: a clear error before anything loads, the folder untouched.
+    proc = papermill("03_grpo.ipynb", again / "other.ipynb", "params/smoke/grpo.yaml",
+                     "-p", "output_root", str(smoke_root), "-p", "learning_rate", "0.5")
+    assert proc.returncode != 0 and "ParamError" in proc.stderr
+    assert "learning_rate" in proc.stderr and "force=True" in proc.stderr
+    assert snapshot(exp) == before
+
+
+def snapshot(root: Path) -> dict[str, tuple[str, int]]:
+    """Every file under ``root`` except the executed notebooks beside the run folders: (sha256, mtime_ns)."""
+    import hashlib
+
+    return {str(p.relative_to(root)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+            for p in sorted(root.rglob("*")) if p.is_file() and p.parent != root}
+
 
 @pytest.mark.slow
 def test_two_process_sft_on_cpu(smoke_root: Path, tmp_path: Path) -> None:

@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from radlab import runs
+from radlab.config import StageRun
 from radlab.data import phantom, schema, sources, tasks
 from radlab.params import DataParams, ParamError
 
@@ -347,10 +348,15 @@ def records_dataset(records: Mapping[str, list[dict[str, Any]]]) -> datasets.Dat
 
 
 def build_datasets(params: DataParams, *, figures: bool = True) -> BuildResult:
-    """Run the whole data stage into ``params.run_dir`` and return what the notebook shows."""
+    """Run the whole data stage into ``params.run_dir`` and return what the notebook shows.
+
+    The run begins here (:meth:`radlab.config.StageRun.begin`).  When the folder already holds this
+    very run, finished, nothing is rebuilt or written: :func:`load_build_result` reads it back.
+    """
     t0 = time.perf_counter()
     run_dir = params.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if not StageRun.of(params).begin():
+        return load_build_result(params, figures=figures)
     records, skipped = build_records(params, run_dir)
     if not records["train"] or not records["test"]:
         runs.write_table(pd.DataFrame(skipped, columns=["file", "row", "reason"]), run_dir / "skipped.csv")
@@ -375,6 +381,25 @@ def build_datasets(params: DataParams, *, figures: bool = True) -> BuildResult:
 
         result.figures = plots.save_all(result, n_gallery=params.n_gallery)
     result.seconds = time.perf_counter() - t0
+    return result
+
+
+def load_build_result(params: DataParams, *, figures: bool = True) -> BuildResult:
+    """The :class:`BuildResult` of the finished data stage in ``params.run_dir``, read from disk
+    (records, datasets, ``counts.csv``, ``skipped.csv``; figures redrawn, not saved)."""
+    t0 = time.perf_counter()
+    run_dir = params.run_dir
+    loaded = load_stage_datasets(run_dir)
+    records = {pool: loaded["records"][pool].to_list() for pool in loaded["records"]}
+    dsets = {name: loaded[name] for name in ("sft", "grpo", "eval")}
+    counts = pd.read_csv(run_dir / "counts.csv", keep_default_na=False)
+    skipped = pd.read_csv(run_dir / "skipped.csv", keep_default_na=False)
+    print(f"{run_dir} holds this finished data stage: returning its datasets (set force=True to rebuild)")
+    result = BuildResult(run_dir, records, dsets, counts, skipped, time.perf_counter() - t0)
+    if figures:
+        from radlab.data import plots
+
+        result.figures = plots.make_all(result, n_gallery=params.n_gallery)
     return result
 
 
@@ -439,5 +464,5 @@ def params_from_dict(values: Mapping[str, Any]) -> DataParams:
 
 __all__ = [
     "BuildResult", "POOLS", "build_records", "build_task_datasets", "build_datasets",
-    "load_stage_datasets", "record_image", "minimal_pair_dataset", "counts_table", "records_dataset", "enforce_patient_disjoint", "params_from_dict",
+    "load_build_result", "load_stage_datasets", "record_image", "minimal_pair_dataset", "counts_table", "records_dataset", "enforce_patient_disjoint", "params_from_dict",
 ]

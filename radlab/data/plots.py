@@ -109,14 +109,21 @@ def box_sizes(records: Sequence[Mapping[str, Any]]) -> plt.Figure:
     return fig
 
 
-def save_all(result: Any, n_gallery: int = 8) -> dict[str, plt.Figure]:
-    """Make and save the three figures of a ``BuildResult``; returns ``{name: Figure}``."""
+def make_all(result: Any, n_gallery: int = 8) -> dict[str, plt.Figure]:
+    """The three figures of a ``BuildResult``: ``{name: Figure}`` (closed, for ``display``)."""
     figs = {
         "gallery": gallery(result.records.get("test") or result.records["train"], result.run_dir, n=n_gallery),
         "class_balance": class_balance(result.records),
         "box_sizes": box_sizes(result.records["train"]),
     }
+    for fig in figs.values():
+        plt.close(fig)  # keep memory flat; the notebook displays the returned objects
+    return figs
+
+
+def save_all(result: Any, n_gallery: int = 8) -> dict[str, plt.Figure]:
+    """Make and save the three figures of a ``BuildResult``; returns ``{name: Figure}``."""
+    figs = make_all(result, n_gallery=n_gallery)
     for name, fig in figs.items():
         runs.save_figure(fig, result.run_dir, name)
-        plt.close(fig)  # keep memory flat; the notebook displays the returned objects
     return figs

@@ -8,7 +8,8 @@ Usage::
 
 ``-p KEY VALUE`` overrides one parameter (values are parsed as YAML scalars, like papermill's
 ``-p``).  The stage performs the same radlab calls as its notebook, validates parameters the same
-way (``radlab.config.resolve``) and writes ``DONE`` at the end.  Exit status 2 on a parameter error.
+way (``radlab.config.resolve``) and writes ``DONE`` at the end; a finished run folder with the same
+params is reused, one with other params needs ``-p force true`` or a new ``run_name``.  Exit status 2 on a parameter error.
 """
 
 from __future__ import annotations
@@ -49,9 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         values[key] = yaml.safe_load(raw)
     state = partial_state()
     try:
-        # Only the main process writes params.yaml / env.json; the others validate identically.
-        with state.main_process_first():
-            run = resolve(args.stage, values, write=is_main_process())
+        # resolve writes nothing; the stage's model loading begins the run (params.yaml, env.json).
+        run = resolve(args.stage, values)
     except ParamError as exc:
         print(f"radlab.training: {exc}", file=sys.stderr)
         return 2

@@ -55,6 +55,7 @@ from radlab.generation import generate
 from radlab.params import ColdStartParams, split_list
 from radlab.training.common import (
     TrainResult,
+    begin_run,
     filter_tasks,
     is_main_process,
     load_data_split,
@@ -405,7 +406,9 @@ def verify_traces(params: ColdStartParams, run_dir: str | os.PathLike[str], trac
                       "dropped": int((~sub["kept"]).sum()), "keep_rate": float(sub["kept"].mean()),
                       "mean_score": float(sub["score"].mean()), "threshold": thresholds[task]})
     counts = pd.DataFrame(table, columns=["task", "candidates", "kept", "dropped", "keep_rate", "mean_score", "threshold"])
-    if is_main_process():
+    # The traces are the run's first results: the run begins here (nothing is written when
+    # run_dir holds this very run, finished).
+    if begin_run(params, run_dir) and is_main_process():
         runs.write_table(traces.drop(columns=["image"]), Path(run_dir) / "traces.parquet")
         runs.write_table(counts, Path(run_dir) / "verification.csv")
     kept = traces[traces["kept"]]

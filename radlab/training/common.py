@@ -6,6 +6,7 @@ stage modules (:mod:`radlab.training.sft`, :mod:`radlab.training.cold_start`,
 
 Run folder layout written by a training stage (``<output_root>/<experiment>/<run_name>/``)::
 
+    params.yaml, env.json  written by StageRun.begin() when the model is loaded for training
     base_model/          embedded model built for this experiment (SFT from radlab:<size> only)
     checkpoints/         TRL checkpoints checkpoint-<step>/ (resume reads the last one)
     model/               final model + processor (LoRA merged), what the next stage loads
@@ -13,10 +14,17 @@ Run folder layout written by a training stage (``<output_root>/<experiment>/<run
     trainer_state.json   transformers TrainerState of the final step (log history included)
     log_history.csv      tidy log: step, epoch, metric, value
     figures/             curves (png + pdf)
+
+A finished run folder (``DONE``) is never written to: if its ``params.yaml`` equals the new
+params, :func:`prepare_model` loads its ``model/`` and the ``train_*`` functions return its saved
+results (:func:`finished_result`) instead of training; if they differ, :func:`begin_run` raises
+:class:`ParamError` unless ``force=True``.  The held-out helpers write their tables only into a
+run in progress (:func:`writable`).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -31,6 +39,7 @@ from typing import Any
 import pandas as pd
 
 from radlab import runs
+from radlab.config import StageRun
 from radlab.params import ParamError, TrainingParams
 
 CHECKPOINTS = "checkpoints"
@@ -87,6 +96,35 @@ def use_cpu() -> bool:
     import torch
 
     return not torch.cuda.is_available()
+
+
+# Outputs of an earlier run that a new run replaces: removed when it begins, so the folder never
+# holds a model that its params.yaml did not produce.
+STALE_OUTPUTS = ("model", "adapter", "trainer_state.json", "log_history.csv")
+
+
+def begin_run(params: TrainingParams, run_dir: str | os.PathLike[str]) -> bool:
+    """Start the run in ``run_dir`` (:meth:`radlab.config.StageRun.begin` on the main process).
+
+    Returns ``False`` (writing nothing) when the folder holds this very run, finished: the caller
+    then returns the saved outputs.  Raises :class:`ParamError` on every process when it holds a
+    finished run with other params and ``force`` is off.
+    """
+    run = StageRun.of(params, run_dir)
+    run.check()
+    if run.reusable:
+        return False
+    state = partial_state()
+    if state.is_main_process:
+        run.begin(stale=STALE_OUTPUTS)
+    state.wait_for_everyone()
+    return True
+
+
+def writable(run_dir: str | os.PathLike[str]) -> bool:
+    """True on the main process while the run is in progress (no ``DONE``): a finished run
+    folder stays as it is when a notebook re-runs its later cells."""
+    return is_main_process() and not runs.is_complete(run_dir)
 
 
 # --------------------------------------------------------------------------------------------
@@ -160,9 +198,19 @@ def prepare_model(
     reuses the folder it built before (the checkpoint's weights only fit that tokenizer).  Under
     ``accelerate launch`` the main process builds while the others wait.  Returns
     ``(model, processor, resolved_path)``; the model stays on CPU (the trainer places it).
+
+    This is where a training run begins (:func:`begin_run`): when ``run_dir`` already holds this
+    very run, finished, its trained ``model/`` is loaded instead and nothing is written.
     """
     from radlab.models import build_tiny_qwen3vl, embedded_spec, load_model_and_processor
 
+    dtype = "bfloat16" if params.bf16 else "float32"
+    if not begin_run(params, run_dir):
+        final = str(Path(run_dir) / "model")
+        print(f"{run_dir} holds this finished run: loading its trained model/ (set force=True to train again)")
+        model, processor = load_model_and_processor(final, lora=None, dtype=dtype, device="cpu",
+                                                    max_pixels=params.max_pixels or None)
+        return model, processor, final
     size = embedded_spec(name_or_path)
     if size is not None:
         target = Path(run_dir) / "base_model"
@@ -171,7 +219,6 @@ def prepare_model(
                 build_tiny_qwen3vl(target, size, corpus=list(corpus or []), seed=params.seed,
                                    max_pixels=params.max_pixels or None)
         name_or_path = str(target)
-    dtype = "bfloat16" if params.bf16 else "float32"
     model, processor = load_model_and_processor(
         name_or_path, lora=params.lora_dict(), dtype=dtype, device="cpu", max_pixels=params.max_pixels or None,
         trust_remote_code=params.trust_remote_code,
@@ -317,7 +364,10 @@ class TrainResult:
     """What a training step hands back to its notebook.
 
     ``log_history`` is the tidy log (columns ``step, epoch, metric, value``); ``step_seconds``
-    the mean wall time per optimizer step of this session (first step excluded when possible).
+    the mean wall time per optimizer step of this session (first step excluded when possible);
+    ``figures`` maps a name (``"loss"``, ``"grpo_rewards"``...) to its matplotlib Figure (also saved
+    as ``figures/<name>.png|pdf``); ``reused`` is True when the run folder already held this
+    finished run and nothing was trained (timings then come from its ``DONE``).
     """
 
     model_dir: Path
@@ -327,9 +377,10 @@ class TrainResult:
     resumed_from: str | None
     stopped_by_wall_time: bool
     log_history: pd.DataFrame
-    figures: list[Path] = field(default_factory=list)
+    figures: dict[str, Any] = field(default_factory=dict, repr=False)
     model: Any = field(default=None, repr=False)
     extra: dict[str, Any] = field(default_factory=dict)
+    reused: bool = False
 
     def summary(self) -> dict[str, Any]:
         """JSON-friendly scalars for ``DONE`` and the notebook."""
@@ -387,14 +438,13 @@ def plot_metrics(
     panels: Sequence[tuple[str, Sequence[str]]],
     run_dir: str | os.PathLike[str],
     name: str,
-) -> list[Path]:
-    """One figure with a panel per ``(title, [metric, ...])`` that has data; saved as ``figures/<name>``.
+) -> dict[str, Any]:
+    """One figure with a panel per ``(title, [metric, ...])`` that has data: ``{name: Figure}``
+    (``{}`` when no metric has data), saved as ``figures/<name>.png|pdf`` while the run is in
+    progress (:func:`writable`).
 
     Metrics whose name contains a ``*`` are prefix patterns (``"rewards/*/mean"``).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     def matching(pattern: str) -> list[str]:
@@ -406,7 +456,7 @@ def plot_metrics(
     filled = [(title, [m for p in pats for m in matching(p)]) for title, pats in panels]
     filled = [(t, ms) for t, ms in filled if ms]
     if not filled:
-        return []
+        return {}
     cols = min(3, len(filled))
     rows = math.ceil(len(filled) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
@@ -422,9 +472,10 @@ def plot_metrics(
     for ax in list(axes.flat)[len(filled):]:
         ax.axis("off")
     fig.tight_layout()
-    paths = runs.save_figure(fig, run_dir, name) if is_main_process() else []
-    plt.close(fig)
-    return paths
+    if writable(run_dir):
+        runs.save_figure(fig, run_dir, name)
+    plt.close(fig)  # the notebook displays the returned Figure; an open one would show twice
+    return {name: fig}
 
 
 def save_final_model(trainer: Any, processor: Any, params: TrainingParams, run_dir: str | os.PathLike[str]) -> Path:
@@ -480,7 +531,7 @@ def run_training(
     resume_from: str | None,
     wall: Any,
     timer: Any,
-    figure: Callable[[pd.DataFrame], list[Path]],
+    figure: Callable[[pd.DataFrame], dict[str, Any]],
 ) -> TrainResult:
     """``trainer.train`` then the standard outputs: final model, trainer state, tidy log, figures.
 
@@ -506,4 +557,39 @@ def run_training(
         log_history=frame,
         figures=figures,
         model=trainer.model,
+    )
+
+
+def finished_result(run_dir: str | os.PathLike[str], model: Any,
+                    figure: Callable[[pd.DataFrame], dict[str, Any]]) -> TrainResult:
+    """The :class:`TrainResult` of the finished run in ``run_dir``, read from its files.
+
+    ``model`` is the trained model (what :func:`prepare_model` loaded from ``model/``); the log
+    comes from ``log_history.csv``, the step from ``trainer_state.json``, timings from ``DONE``;
+    ``figure`` redraws the curves (nothing is saved: the folder is finished).
+    """
+    run_dir = Path(run_dir)
+    done = json.loads((run_dir / runs.DONE_MARKER).read_text(encoding="utf-8") or "{}")
+    state_path = run_dir / "trainer_state.json"
+    state = json.loads(state_path.read_text(encoding="utf-8")) if state_path.exists() else {}
+    log_path = run_dir / "log_history.csv"
+    frame = (pd.read_csv(log_path) if log_path.exists() and log_path.stat().st_size
+             else pd.DataFrame(columns=["step", "epoch", "metric", "value"]))
+
+    def number(key: str) -> float:
+        value = done.get(key)
+        return float(value) if isinstance(value, (int, float)) else float("nan")
+
+    print(f"{run_dir} holds this finished run: returning its saved results (set force=True to train again)")
+    return TrainResult(
+        model_dir=run_dir / "model",
+        global_step=int(state.get("global_step", done.get("global_step", 0)) or 0),
+        train_seconds=number("train_seconds"),
+        step_seconds=number("step_seconds"),
+        resumed_from=done.get("resumed_from"),
+        stopped_by_wall_time=bool(done.get("stopped_by_wall_time", False)),
+        log_history=frame,
+        figures=figure(frame),
+        model=model,
+        reused=True,
     )

@@ -38,9 +38,11 @@ from radlab.generation import generate, vision_token_ids
 from radlab.params import GRPOParams, split_list
 from radlab.training.common import (
     TrainResult,
+    begin_run,
     common_trainer_args,
     csv_safe,
     filter_tasks,
+    finished_result,
     is_main_process,
     load_data_split,
     message_text,
@@ -52,6 +54,7 @@ from radlab.training.common import (
     step_timer_callback,
     subsample,
     wall_time_callback,
+    writable,
 )
 
 HELDOUT_PREFIX = "heldout/"
@@ -394,6 +397,13 @@ def train_grpo(
     from trl import GRPOTrainer
 
     run_dir = Path(run_dir)
+
+    def figures(frame: pd.DataFrame) -> dict[str, Any]:
+        return {**plot_metrics(_heldout_mean_length_excluded(frame), REWARD_PANELS, run_dir, "grpo_rewards"),
+                **plot_metrics(frame, DYNAMICS_PANELS, run_dir, "grpo_dynamics")}
+
+    if not begin_run(params, run_dir):
+        return finished_result(run_dir, model, figures)
     resume_from = resume_checkpoint(params, run_dir)
     if resume_from is None and is_main_process():
         for stale in ("completions.parquet", "heldout.csv"):
@@ -419,10 +429,6 @@ def train_grpo(
         callbacks=[wall, timer, held, recorder, *extra_callbacks],
     )
     recorder.trainer = trainer
-
-    def figures(frame: pd.DataFrame) -> list[Path]:
-        return (plot_metrics(_heldout_mean_length_excluded(frame), REWARD_PANELS, run_dir, "grpo_rewards")
-                + plot_metrics(frame, DYNAMICS_PANELS, run_dir, "grpo_dynamics"))
 
     result = run_training(trainer, params, run_dir, processor, resume_from=resume_from, wall=wall, timer=timer,
                           figure=figures)
@@ -451,14 +457,15 @@ def heldout_scores(
     data: Any,
     funcs: Sequence[Callable[..., list[float | None]]],
 ) -> pd.DataFrame:
-    """Final greedy held-out scores: writes ``heldout_final.csv`` (per sample), returns means per task."""
+    """Final greedy held-out scores: writes ``heldout_final.csv`` (per sample; not into a finished
+    run folder), returns means per task."""
     rows = data["heldout"]
     if len(rows) == 0:
         return pd.DataFrame(columns=["task", "reward", "mean", "n"])
     gens = generate(model, processor, rows["prompt"], rows["image"], max_new_tokens=params.max_completion_length)
     texts, ids = [g.text for g in gens], [list(g.ids) for g in gens]
     frame = score_rows(rows, texts, ids, funcs)
-    if is_main_process():
+    if writable(run_dir):
         runs.write_table(frame.assign(completion=[csv_safe(t) for t in frame["completion"]]),
                          Path(run_dir) / "heldout_final.csv")
     out = []

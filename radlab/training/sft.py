@@ -28,10 +28,12 @@ from radlab.generation import generate
 from radlab.params import SFTParams, _SFTLikeParams, split_list
 from radlab.training.common import (
     TrainResult,
+    begin_run,
     common_trainer_args,
     corpus_from_sft,
     csv_safe,
     filter_tasks,
+    finished_result,
     is_main_process,
     load_data_split,
     message_text,
@@ -43,6 +45,7 @@ from radlab.training.common import (
     step_timer_callback,
     subsample,
     wall_time_callback,
+    writable,
 )
 
 LOSS_PANELS = (("training loss", ["loss"]), ("learning rate", ["learning_rate"]), ("grad norm", ["grad_norm"]))
@@ -121,11 +124,18 @@ def train_sft_rows(
 
     Resumes from the last checkpoint when ``params.resume``; a ``max_train_seconds`` cap stops
     cleanly (checkpoint + final model).  Returns a :class:`TrainResult`; ``result.model`` is the
-    trained model (merged when LoRA).
+    trained model (merged when LoRA).  When ``run_dir`` holds this very run, finished, nothing is
+    trained: its saved results come back (``result.reused``) with ``model`` as the trained model.
     """
     from trl import SFTTrainer
 
     run_dir = Path(run_dir)
+
+    def figure(frame: pd.DataFrame) -> dict[str, Any]:
+        return plot_metrics(frame, LOSS_PANELS, run_dir, figure_name)
+
+    if not begin_run(params, run_dir):
+        return finished_result(run_dir, model, figure)
     resume_from = resume_checkpoint(params, run_dir)
     cfg = sft_config(params, run_dir)
     wall, timer = wall_time_callback(params.max_train_seconds), step_timer_callback()
@@ -141,7 +151,7 @@ def train_sft_rows(
     )
     result = run_training(
         trainer, params, run_dir, processor, resume_from=resume_from, wall=wall, timer=timer,
-        figure=lambda frame: plot_metrics(frame, LOSS_PANELS, run_dir, figure_name),
+        figure=figure,
     )
     return result
 
@@ -208,7 +218,7 @@ def sample_generations(
         "reference": list(refs),
         "generation": [csv_safe(t) for t in texts],
     })
-    if is_main_process():
+    if writable(run_dir):
         runs.write_table(frame, Path(run_dir) / f"{name}.csv")
     return frame
 
@@ -305,7 +315,7 @@ def image_dependence(
         {"condition": "shuffled_minus_true", "mean_loss": diff.mean(), "std_err": se(diff), "n": n,
          "frac_true_better": float((diff > 0).mean())},
     ], columns=cols)
-    if is_main_process():
+    if writable(run_dir):
         runs.write_table(frame, Path(run_dir) / "image_dependence.csv")
     return frame
 
