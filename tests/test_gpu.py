@@ -46,9 +46,10 @@ def test_sft_and_grpo_on_gpu_in_bf16(tmp_path: Path) -> None:
     assert json.loads((sft / "model" / "config.json").read_text())["dtype"] == "bfloat16"
     assert (sft / "checkpoints" / "checkpoint-4").is_dir()
 
-    # An interrupted run is resumed from its last checkpoint: the bf16 weights, optimizer and step.
+    # A run is resumed from its last checkpoint: the bf16 weights, optimizer and step (continuing this
+    # finished run to more steps changes its params, so it takes force=True).
     run_ok("01_sft.ipynb", tmp_path / "01_sft_resume.ipynb", "params/smoke/sft.yaml", *out, *GPU,
-           "-p", "resume", "True", "-p", "max_steps", "6")
+           "-p", "resume", "True", "-p", "max_steps", "6", "-p", "force", "True")
     done = _done(sft)
     assert done["global_step"] == 6
     assert Path(done["resumed_from"]).name == "checkpoint-4"

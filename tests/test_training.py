@@ -367,9 +367,24 @@ def test_sft_resume_continues_step_count_and_history(data_root: Path) -> None:
     state = (q.run_dir / "trainer_state.json").read_text()
     assert tidy_log_history(__import__("json").loads(state)["log_history"]).shape[0] == len(result.log_history)
 
-    # A longer max_steps continues the same count from the last checkpoint.
-    r = config.validate("sft", {**base, "resume": True, "max_steps": 6})
+    # Finished: the same params reuse the run (its model/ loaded, nothing trained or written)...
+    from radlab import runs
+
+    runs.mark_complete(q.run_dir, result.summary())
+    stamp = {p.name: p.stat().st_mtime_ns for p in q.run_dir.iterdir()}
+    model, processor, path = load_sft_model(q, q.run_dir, data)
+    reused = train_sft(q, q.run_dir, model, processor, data)
+    assert path == str(q.run_dir / "model") and reused.reused and reused.global_step == 4
+    assert set(reused.figures) == {"loss"} and len(reused.log_history) == len(result.log_history)
+    assert {p.name: p.stat().st_mtime_ns for p in q.run_dir.iterdir()} == stamp
+    # ...and other params are refused before anything loads, unless force=True.
+    with pytest.raises(ParamError, match=r"max_steps: 4 -> 6.*force=True"):
+        load_sft_model(config.validate("sft", {**base, "resume": True, "max_steps": 6}), q.run_dir, data)
+
+    # A longer max_steps (forced, as the run is finished) continues the same count from the last checkpoint.
+    r = config.validate("sft", {**base, "resume": True, "max_steps": 6, "force": True})
     model, processor, _ = load_sft_model(r, r.run_dir, data)
+    assert not runs.is_complete(r.run_dir) and not (r.run_dir / "model").exists()
     more = train_sft(r, r.run_dir, model, processor, data)
     assert more.resumed_from.endswith("checkpoint-4") and more.global_step == 6
     assert sorted(more.log_history.loc[more.log_history["metric"] == "loss", "step"].tolist()) == [1, 2, 3, 4, 5, 6]
