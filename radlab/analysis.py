@@ -7,8 +7,9 @@ read back from disk or written by hand (the tests do that).
 
 * :func:`table1` — report metrics per model (Table 1), best per column in bold, with CIs.
 * :func:`table2` — grounding mAP@0.5 per grounding kind (Table 2).
-* :func:`table3` — the reward ablation over GRPO runs with different rewards (Table 3),
-  including the mean answer length in characters.
+* :func:`table3` — the reward ablation (Table 3): GRPO runs from the same start and thinking
+  setting with different rewards, each run's other differing settings listed, with the mean
+  answer length.
 * :func:`key_tests` — the paired tests the paper's claims rest on, with a verdict per row.
 * :func:`findings` — sentences written from those numbers (never hand-edited), also saved to
   ``findings.md`` by :func:`write_findings`.
@@ -72,10 +73,16 @@ class Table:
     text: pd.DataFrame
     best: pd.DataFrame
     caption: str
+    # Descriptive text columns shown before the metrics (Table 3: rewards, other settings); same index.
+    info: pd.DataFrame | None = None
+
+    def shown(self) -> pd.DataFrame:
+        """``info`` then ``text``: every column a reader sees, model as the index."""
+        return self.text if self.info is None else pd.concat([self.info, self.text], axis=1)
 
     def markdown(self) -> str:
         """GitHub markdown with the caption as a first line."""
-        df = self.text.copy()
+        df = self.shown().copy()
         df.insert(0, "model", df.index)
         header = "| " + " | ".join(map(str, df.columns)) + " |"
         sep = "|" + "---|" * len(df.columns)
@@ -84,10 +91,12 @@ class Table:
 
     def styler(self) -> Any:
         """A pandas ``Styler`` of ``text`` (bold markers removed; best cells bold via CSS)."""
-        plain = self.text.replace(r"\*\*", "", regex=True)
+        plain = self.shown().replace(r"\*\*", "", regex=True)
         best = self.best
 
         def bold(col: pd.Series) -> list[str]:
+            if col.name not in best.columns:
+                return [""] * len(col)
             return ["font-weight: bold" if best.loc[i, col.name] else "" for i in col.index]
 
         return plain.style.apply(bold, axis=0).set_caption(self.caption)
@@ -160,28 +169,32 @@ def table2(results: pd.DataFrame, models: Sequence[str] | None = None, metric: s
                         f"Table 2. Grounding {LABELS.get(metric, metric)} (×100) per task ({ci:.0%} bootstrap CI)")
 
 
-TABLE3_COLUMNS = ["group", "model", "run", "rewards", "task", "metric", "value", "ci_low", "ci_high", "n"]
+TABLE3_COLUMNS = ["group", "start", "thinking", "model", "run", "reference", "rewards", "other_settings",
+                  "task", "metric", "value", "ci_low", "ci_high", "n"]
 
 
 def table3(results: pd.DataFrame, specs: Sequence[Any], run_dir: str | os.PathLike[str] | None = None
            ) -> tuple[Table | None, str]:
-    """Table 3: the reward ablation, over GRPO runs that differ only in their rewards.
+    """Table 3: the reward ablation, over GRPO runs from the same start with the same thinking setting.
 
-    Rows: every GRPO run of a group found by :func:`radlab.experiment.reward_ablations` (same params
-    but ``reward_names`` / ``reward_weights`` / ``annotator``), labelled by the model (``sft+grpo``,
-    ``sft+grpo[bleu]``); columns: the report metrics, the grounding metrics, then the mean output
-    length (report characters, report and grounding tokens).  With ``run_dir`` the long form
-    (:data:`TABLE3_COLUMNS`) is written to ``table3.csv``.  Without such a group returns
-    ``(None, reason)``.
+    Groups come from :func:`radlab.experiment.reward_ablations` over the evaluated models: GRPO
+    runs with the same start and ``thinking`` that use two or more reward settings.  Rows: each
+    group's runs, reference first, labelled by the model (``sft+grpo``, ``sft+grpo[bleu]``);
+    leading columns: ``rewards`` (the run's reward items) and ``other settings`` (the params
+    besides rewards in which it differs from the group's reference run, e.g. ``top_k=5``; empty
+    when the comparison is rewards-only); then the report metrics, the grounding metrics and the
+    mean output length (report characters, report and grounding tokens).  Best values are bold
+    within a group.  With ``run_dir`` the long form (:data:`TABLE3_COLUMNS`, ``other_settings``
+    joined by ``"; "``) is written to ``table3.csv``.  Without such a group returns ``(None, reason)``.
     """
-    groups = [[s for s in g if s.name in set(results["model"])] for g in reward_ablations(specs)]
-    groups = [g for g in groups if len(g) >= 2]
+    evaluated = set(results["model"])
+    groups = reward_ablations([s for s in specs if s.name in evaluated])
     if not groups:
         found = ", ".join(f"{s.name}: {'+'.join(reward_names(s.run_params))}" for s in specs
                           if s.run_params.get("stage") == "grpo") or "none"
-        return None, ("Table 3 (reward ablation) skipped: it needs two or more evaluated GRPO runs that differ only "
-                      f"in their rewards (GRPO runs: {found}); add a params file with stage: grpo and other "
-                      "reward_names")
+        return None, ("Table 3 (reward ablation) skipped: it needs two or more evaluated GRPO runs with the same "
+                      f"start and thinking setting but different rewards (GRPO runs: {found}); add a params file "
+                      "with stage: grpo and other reward_names")
     have = {(t, m) for t, m in zip(results["task"], results["metric"])}
     cols = [(LABELS.get(m, m), "report", m) for m in REPORT_METRICS if m != "mean_chars" and ("report", m) in have]
     cols += [(LABELS.get(m, m), "grounding", m) for m in GROUNDING_METRICS if ("grounding", m) in have]
@@ -189,21 +202,34 @@ def table3(results: pd.DataFrame, specs: Sequence[Any], run_dir: str | os.PathLi
                                                       ("tokens (report)", "report", "n_tokens"),
                                                       ("tokens (grounding)", "grounding", "n_tokens"))
              if (task, m) in have]
-    members = [s for g in groups for s in g]
-    table = metric_table(results, cols, [s.name for s in members],
-                         "Table 3. Reward ablation: GRPO runs that differ only in their rewards (×100 except RCQ-lite "
-                         "and lengths; chars = mean report length in characters, tokens = mean output tokens)")
+    caption = ("Table 3. Reward ablation: GRPO runs from the same start and thinking setting with different "
+               "rewards; 'other settings' lists where a run differs from its group's reference beyond rewards "
+               "(×100 except RCQ-lite and lengths; chars = mean report length in characters, tokens = mean "
+               "output tokens; best in bold within a group)")
+    parts = [metric_table(results, cols, [s.name for s in g.runs], caption) for g in groups]
+    info = pd.DataFrame(
+        [{"start": g.start or "–", "thinking": g.thinking, "rewards": ",".join(reward_names(s.run_params)),
+          "other settings": "reference" if s.run == g.reference else ("; ".join(g.differences[s.run]) or "–")}
+         for g in groups for s in g.runs],
+        index=[s.name for g in groups for s in g.runs])
+    if len(groups) == 1:
+        info = info.drop(columns=["start", "thinking"])  # one group: its start and mode are in every label
+    table = Table(pd.concat([p.values for p in parts]), pd.concat([p.text for p in parts]),
+                  pd.concat([p.best for p in parts]), caption, info)
     if run_dir is not None:
         index = {(r.model, r.task, r.metric): r for r in results.itertuples(index=False)}
         rows = []
-        for g_i, group in enumerate(groups):
-            for s in group:
+        for g_i, g in enumerate(groups):
+            for s in g.runs:
                 for _, task, metric in cols:
                     r = index.get((s.name, task, metric))
                     if r is not None:
-                        rows.append({"group": g_i, "model": s.name, "run": s.run,
-                                     "rewards": ",".join(reward_names(s.run_params)), "task": task, "metric": metric,
-                                     "value": r.value, "ci_low": r.ci_low, "ci_high": r.ci_high, "n": r.n})
+                        rows.append({"group": g_i, "start": g.start, "thinking": g.thinking, "model": s.name,
+                                     "run": s.run, "reference": g.reference,
+                                     "rewards": ",".join(reward_names(s.run_params)),
+                                     "other_settings": "; ".join(g.differences[s.run]), "task": task,
+                                     "metric": metric, "value": r.value, "ci_low": r.ci_low, "ci_high": r.ci_high,
+                                     "n": r.n})
         if not runs.is_complete(run_dir):  # a reused (finished) analysis keeps its table
             runs.write_table(pd.DataFrame(rows, columns=TABLE3_COLUMNS), Path(run_dir) / "table3.csv")
     return table, ""

@@ -13,6 +13,9 @@ An experiment's trained models are found from its run folders, not from a fixed 
   their run name.
 * :func:`discover_models` turns the runs with a finished model (``model/`` and ``DONE``) into
   :class:`ModelSpec` s, plus ``base`` (the SFT start) on request and ``model_dirs`` overrides.
+* :func:`reward_ablations` finds Table 3's groups: GRPO runs with the same start and thinking
+  setting that use two or more reward settings; each run's other differences from the group's
+  reference run (``top_k=5``) are listed, not hidden.
 * Comparisons are pairs of *run names* (``grpo-sft``): :data:`PAPER_COMPARISONS` are the paper's
   questions and the analysis default; :func:`resolve_comparisons` checks a declared list against
   the evaluated models and maps it to labels.
@@ -31,7 +34,7 @@ from radlab import runs
 # The model an SFT run started from (``sft/base_model`` or its hub checkpoint): a pseudo-run.
 BASE = "base"
 THINK_REWARD = "think_format"
-# Params that choose a GRPO run's rewards: runs that differ only in these form a reward ablation.
+# Params that choose a GRPO run's rewards: what Table 3 compares.
 REWARD_KEYS = frozenset({"reward_names", "reward_weights", "annotator"})
 # Params that say nothing about what was trained (names, places, bookkeeping).
 BOOKKEEPING_KEYS = frozenset({"run_name", "experiment", "output_root", "stage", "resume", "force", "torch_threads",
@@ -410,33 +413,101 @@ def resolve_comparisons(spec: str, run_labels: Mapping[str, str]) -> tuple[list[
     return out, notes
 
 
-def reward_ablations(specs: Sequence[ModelSpec]) -> list[list[ModelSpec]]:
-    """Groups of two or more GRPO runs that differ only in their rewards (Table 3's rows).
+# Params that choose which runs a reward ablation compares: the model a GRPO run starts from
+# (``init_run`` / ``init_model``) and whether it thinks.  Runs are grouped by these, so they are
+# never listed as a difference within a group.
+ABLATION_GROUP_KEYS = frozenset({"init_run", "init_model", "thinking"})
 
-    Runs are grouped by their params less :data:`REWARD_KEYS` and :data:`BOOKKEEPING_KEYS`; a
-    group counts when its runs use at least two different reward settings.
+
+@dataclass
+class RewardAblation:
+    """One group of Table 3: GRPO runs from the same start with the same thinking setting.
+
+    ``start``: the label of the model they all started from (``""`` when outside the experiment:
+    the value of ``init_model``, or none); ``thinking``: their thinking setting; ``runs``: the
+    reference run first, then the others by run name; ``reference``: the run the others are
+    compared with (default rewards, preferring the stage's usual name); ``differences``: run name
+    -> the settings other than rewards in which it differs from the reference (``["top_k=5"]``;
+    ``[]`` for the reference and for runs that differ only in their rewards).
     """
-    def own(value: Any, run: str) -> str:
-        # A value that names the run's own folder (a derived output path) says nothing about training.
-        return re.sub(rf"(?<![\w.-]){re.escape(run)}(?![\w.-])", "<run>", repr(value))
 
-    groups: dict[str, list[ModelSpec]] = {}
-    for s in specs:
-        if s.run_params.get("stage") != "grpo":
+    start: str
+    thinking: bool
+    runs: list[ModelSpec]
+    reference: str
+    differences: dict[str, list[str]]
+
+
+def _own(value: Any, run: str) -> str:
+    # A value that names the run's own folder (a derived output path) says nothing about training.
+    return re.sub(rf"(?<![\w.-]){re.escape(run)}(?![\w.-])", "<run>", repr(value))
+
+
+def _reward_setting(p: Mapping[str, Any]) -> tuple[Any, ...]:
+    return tuple(reward_names(p)), tuple(_items(p.get("reward_weights"))), p.get("annotator")
+
+
+def setting_differences(run: str, params: Mapping[str, Any], reference: str,
+                        reference_params: Mapping[str, Any]) -> list[str]:
+    """The settings of ``run`` that differ from ``reference``'s, as ``key=value`` items, sorted by key.
+
+    Rewards (:data:`REWARD_KEYS`), bookkeeping (:data:`BOOKKEEPING_KEYS`) and what groups runs
+    (:data:`ABLATION_GROUP_KEYS`) are left out; so is a value that differs only by naming the
+    run's own folder.  A key the run's params lack is ``key unset``.  E.g. ``["top_k=5"]``.
+    """
+    skip = REWARD_KEYS | BOOKKEEPING_KEYS | ABLATION_GROUP_KEYS
+    out: list[str] = []
+    for key in sorted((set(params) | set(reference_params)) - skip):
+        if key in params and key in reference_params and \
+                _own(params[key], run) == _own(reference_params[key], reference):
             continue
-        rest = {k: own(v, s.run) for k, v in s.run_params.items() if k not in REWARD_KEYS | BOOKKEEPING_KEYS}
-        groups.setdefault(repr(sorted(rest.items(), key=lambda kv: kv[0])), []).append(s)
+        out.append(f"{key}={_scalar(params[key])}" if key in params else f"{key} unset")
+    return out
 
-    def rewards(s: ModelSpec) -> tuple[Any, ...]:
-        return (tuple(reward_names(s.run_params)), tuple(_items(s.run_params.get("reward_weights"))),
-                s.run_params.get("annotator"))
 
-    return [g for g in groups.values() if len(g) >= 2 and len({rewards(s) for s in g}) >= 2]
+def _scalar(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def reward_ablations(specs: Sequence[ModelSpec]) -> list[RewardAblation]:
+    """Table 3's groups: GRPO runs with the same start and thinking setting, using two or more reward settings.
+
+    A reward comparison is meaningful between runs that train the same model in the same mode, so
+    runs are grouped by their start (:attr:`ModelSpec.start`, else :func:`init_run` among
+    ``specs``, else ``init_model``) and ``thinking``; a group counts when its runs use at least two
+    different reward settings (``reward_names`` / ``reward_weights`` / ``annotator``).  Other
+    differences (a learning rate, ``top_k: 5``) do not split a group: they are listed per run
+    against the group's reference (see :class:`RewardAblation`), so a reader sees when a
+    comparison is not rewards-only.
+    """
+    grpo = [s for s in specs if s.run_params.get("stage") == "grpo"]
+    label_of = {s.run: s.name for s in specs}
+    groups: dict[tuple[str, bool], list[ModelSpec]] = {}
+    for s in grpo:
+        first = init_run(s.run, s.run_params, label_of)
+        start = s.start or (label_of[first] if first else str(s.run_params.get("init_model") or ""))
+        groups.setdefault((start, bool(s.run_params.get("thinking"))), []).append(s)
+    out: list[RewardAblation] = []
+    for (start, thinking), group in groups.items():
+        if len(group) < 2 or len({_reward_setting(s.run_params) for s in group}) < 2:
+            continue
+        # The reference: default rewards, the stage's usual run name first, then by run name.
+        ref = min(group, key=lambda s: (reward_tag(s.run_params) != "", s.run not in PAPER_RUNS, s.run))
+        ordered = [ref, *sorted((s for s in group if s is not ref), key=lambda s: s.run)]
+        diffs = {s.run: setting_differences(s.run, s.run_params, ref.run, ref.run_params) if s is not ref else []
+                 for s in ordered}
+        out.append(RewardAblation(start, thinking, ordered, ref.run, diffs))
+    return out
 
 
 __all__ = [
     "BASE", "Comparison", "MODEL_ORDER", "ModelSpec", "PAPER_COMPARISONS", "PAPER_COMPARISONS_SPEC",
-    "PAPER_LABELS", "PAPER_RUNS", "base_model_path", "default_rewards", "discover_models",
+    "PAPER_LABELS", "PAPER_RUNS", "RewardAblation", "base_model_path", "default_rewards", "discover_models",
     "init_run", "is_model_dir", "label_runs", "names_list", "paper_question", "parse_comparisons", "parse_model_dirs",
     "read_params", "read_runs", "resolve_comparisons", "reward_ablations", "reward_names", "reward_tag",
+    "setting_differences",
 ]

@@ -19,7 +19,7 @@ from PIL import Image
 
 from radlab import evaluation as ev
 from radlab import generation as gen
-from radlab.analysis import findings, key_tests, table1, table2, table3, verdict
+from radlab.analysis import TABLE3_COLUMNS, findings, key_tests, table1, table2, table3, verdict
 from radlab.config import ParamError, validate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,8 +57,9 @@ def smoke_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def experiment(smoke_data: Path, tiny_model: Path) -> Path:
     """``<root>/smoke/``: the smoke data stage plus finished ``sft``, ``grpo``, ``grpo_bleu`` (the
-    same GRPO params but other rewards: a reward ablation) and ``cold_start`` runs, each a copy of the
-    tiny model (so their paired differences are exactly 0), and a GRPO ``log_history.csv``.
+    same GRPO params but other rewards: a reward ablation), ``grpo_rouge`` (other rewards and a TRL
+    setting radlab never names, ``top_k: 5``) and ``cold_start`` runs, each a copy of the tiny model
+    (so their paired differences are exactly 0), and a GRPO ``log_history.csv``.
 
     ``sft_more`` has a model but no ``DONE`` (an unfinished run: left out with a note); ``base``
     and ``grpo_think`` are deliberately absent (missing-run handling).
@@ -71,6 +72,8 @@ def experiment(smoke_data: Path, tiny_model: Path) -> Path:
     for run, params in (("sft", {"stage": "sft"}), ("cold_start", {"stage": "cold_start"}),
                         ("grpo", {**grpo, "reward_names": ["f1radgraph", "box_soft_f1"]}),
                         ("grpo_bleu", {**grpo, "run_name": "grpo_bleu", "reward_names": ["bleu", "box_soft_f1"]}),
+                        ("grpo_rouge", {**grpo, "run_name": "grpo_rouge", "reward_names": ["rouge_l", "box_soft_f1"],
+                                        "top_k": 5}),
                         ("sft_more", {"stage": "sft", "init_run": "sft"})):
         shutil.copytree(tiny_model, exp / run / "model")
         runs.write_yaml(exp / run / "params.yaml", params)
@@ -244,7 +247,8 @@ def test_every_finished_run_is_found_and_labelled(experiment: Path) -> None:
     specs, notes = ev.discover_models(p)
     assert [(s.run, s.name, s.thinking, s.start) for s in specs] == [
         ("cold_start", "cold_start", True, "sft"), ("grpo", "sft+grpo", False, "sft"),
-        ("grpo_bleu", "sft+grpo[bleu]", False, "sft"), ("sft", "sft", False, "")]
+        ("grpo_bleu", "sft+grpo[bleu]", False, "sft"), ("grpo_rouge", "sft+grpo[rouge_l]", False, "sft"),
+        ("sft", "sft", False, "")]
     text = " ".join(notes)
     assert "base: skipped" in text and "sft_more: skipped — the run has not finished (no DONE" in text
     assert "data" not in {s.run for s in specs}  # not a training run
@@ -318,7 +322,8 @@ def test_output_contracts(evaluated: tuple) -> None:
     assert list(results.columns) == ["model", "task", "metric", "value", "ci_low", "ci_high", "n"]
     assert list(comps.columns) == ["model_a", "model_b", "task", "metric", "diff", "ci_low", "ci_high", "n"]
     assert {"model", "task", "grounding_kind", "id", "prediction", "reference"} <= set(per.columns)
-    assert set(results["model"]) == {"sft", "sft+grpo", "sft+grpo[bleu]", "cold_start", "text_only", "shuffled_image"}
+    assert set(results["model"]) == {"sft", "sft+grpo", "sft+grpo[bleu]", "sft+grpo[rouge_l]", "cold_start",
+                                     "text_only", "shuffled_image"}
     # The thinking model answered the same items with the think trigger; a random model never
     # closes </think>, so every answer is missing and counted.
     think = per[per["model"] == "cold_start"]
@@ -381,11 +386,14 @@ def test_tables_and_figures(evaluated: tuple) -> None:
     t2 = table2(out.results)
     assert t2 is not None and "All" in t2.values.columns and len(t2.values.columns) >= 2
     t3, why = table3(out.results, specs, p.run_dir)
-    assert why == "" and list(t3.values.index) == ["sft+grpo", "sft+grpo[bleu]"]
+    assert why == "" and list(t3.values.index) == ["sft+grpo", "sft+grpo[bleu]", "sft+grpo[rouge_l]"]
     assert {"RGF1-P", "mAP@0.5", "chars", "tokens (report)"} <= set(t3.values.columns)
-    tidy = pd.read_csv(p.run_dir / "table3.csv")
-    assert set(tidy["model"]) == {"sft+grpo", "sft+grpo[bleu]"} and set(tidy["task"]) == {"report", "grounding"}
+    assert list(t3.info["other settings"]) == ["reference", "–", "top_k=5"]
+    tidy = pd.read_csv(p.run_dir / "table3.csv", keep_default_na=False)
+    assert set(tidy["model"]) == {"sft+grpo", "sft+grpo[bleu]", "sft+grpo[rouge_l]"}
+    assert set(tidy["task"]) == {"report", "grounding"}
     assert tidy.loc[tidy["model"] == "sft+grpo[bleu]", "rewards"].iloc[0] == "bleu,box_soft_f1"
+    assert set(tidy.loc[tidy["run"] == "grpo_rouge", "other_settings"]) == {"top_k=5"}
     figs, notes = make_figures(out.per_sample, evalset.by_key(), p.experiment_dir, p.run_dir, n_qualitative=2)
     assert {"reward_curves", "completion_length", "iou_histogram", "qualitative"} <= set(figs)
     for name in figs:
@@ -441,33 +449,76 @@ def test_findings_length_collapse_and_thinking() -> None:
     assert tests.loc[("thinking vs no thinking (after RL)", "report"), "verdict"] == "no detectable difference"
 
 
-def test_table3_reward_ablation() -> None:
-    grpo = {"stage": "grpo", "thinking": False, "tasks": "report,grounding", "learning_rate": 1.0e-05}
+def _grpo_spec(run: str, name: str, **params: object) -> ev.ModelSpec:
+    base = {"stage": "grpo", "thinking": False, "tasks": "report,grounding", "learning_rate": 1.0e-05,
+            "output_dir": f"runs/e/{run}/checkpoints"}  # a value naming the run's own folder is no difference
+    p = {**base, **params}
+    return ev.ModelSpec(name, "x", thinking=bool(p["thinking"]), run_dir=Path(f"runs/e/{run}"), run_params=p, run=run)
+
+
+def test_reward_ablations_group_by_start_and_thinking() -> None:
+    """Hand-written run params: grouped by start and thinking; other differences listed, not dropped."""
+    from radlab.experiment import reward_ablations
+
     specs = [ev.ModelSpec("sft", "x", run_dir=Path("runs/e/sft"), run_params={"stage": "sft"}),
-             # a value naming the run's own folder (a derived output path) is not a difference
-             ev.ModelSpec("sft+grpo", "x", run_dir=Path("runs/e/grpo"),
-                          run_params={**grpo, "output_dir": "runs/e/grpo/checkpoints"}),
-             ev.ModelSpec("sft+grpo[bleu]", "x", run_dir=Path("runs/e/grpo_bleu"),
-                          run_params={**grpo, "run_name": "grpo_bleu", "reward_names": "bleu,box_soft_f1",
-                                      "output_dir": "runs/e/grpo_bleu/checkpoints"}),
-             # another learning rate: not a reward ablation of the two above
-             ev.ModelSpec("grpo_lr", "x", run_dir=Path("runs/e/grpo_lr"),
-                          run_params={**grpo, "learning_rate": 1.0e-04, "reward_names": "rouge_l,box_soft_f1"}),
-             ev.ModelSpec("cold_start+grpo", "x", thinking=True, run_dir=Path("runs/e/grpo_think"),
-                          run_params={**grpo, "thinking": True})]
+             ev.ModelSpec("sft_big", "x", run_dir=Path("runs/e/sft_big"), run_params={"stage": "sft"}),
+             _grpo_spec("grpo_rouge", "sft+grpo[rouge_l]", reward_names="rouge_l,box_soft_f1", top_k=5),
+             _grpo_spec("grpo", "sft+grpo"),
+             _grpo_spec("grpo_bleu", "sft+grpo[bleu]", reward_names="bleu,box_soft_f1"),
+             _grpo_spec("grpo_lr", "grpo_lr", learning_rate=1.0e-04, top_p=0.9),  # default rewards, other lr
+             # the thinking run starts from cold_start: its own group, which has one run
+             _grpo_spec("grpo_think", "cold_start+grpo", thinking=True),
+             # same rewards as grpo_bleu but another start: never compared with the sft runs
+             _grpo_spec("grpo_big_bleu", "sft_big+grpo[bleu]", init_run="sft_big", reward_names="bleu,box_soft_f1"),
+             _grpo_spec("grpo_big", "sft_big+grpo", experiment="e", init_model="runs/e/sft_big/model"),
+             # an outside start (a hub checkpoint) with other rewards: alone
+             _grpo_spec("grpo_hub", "grpo_hub", init_model="Qwen/Qwen3-VL-2B-Instruct", reward_names="bleu")]
+    groups = reward_ablations(specs)
+    assert [(g.start, g.thinking, g.reference, [s.run for s in g.runs]) for g in groups] == [
+        ("sft", False, "grpo", ["grpo", "grpo_bleu", "grpo_lr", "grpo_rouge"]),
+        ("sft_big", False, "grpo_big", ["grpo_big", "grpo_big_bleu"])]
+    assert groups[0].differences == {"grpo": [], "grpo_bleu": [], "grpo_lr": ["learning_rate=0.0001", "top_p=0.9"],
+                                     "grpo_rouge": ["top_k=5"]}
+    # init_run vs init_model naming the same start is no difference (the start is what groups them)
+    assert groups[1].differences == {"grpo_big": [], "grpo_big_bleu": []}
+    # a key only the reference has is named too
+    only_ref = reward_ablations([_grpo_spec("grpo", "sft+grpo", top_k=5), _grpo_spec("b", "b", reward_names="bleu")])
+    assert only_ref[0].differences == {"grpo": [], "b": ["top_k unset"]}
+    # the same rewards everywhere is no reward ablation, whatever else differs
+    assert reward_ablations([_grpo_spec("grpo", "sft+grpo"), _grpo_spec("grpo_lr", "grpo_lr", learning_rate=0.1)]) == []
+
+
+def test_table3_reward_ablation(tmp_path: Path) -> None:
+    specs = [ev.ModelSpec("sft", "x", run_dir=Path("runs/e/sft"), run_params={"stage": "sft"}),
+             _grpo_spec("grpo", "sft+grpo"),
+             _grpo_spec("grpo_bleu", "sft+grpo[bleu]", run_name="grpo_bleu", reward_names="bleu,box_soft_f1"),
+             # other rewards and a TRL setting radlab never names: in the table, its difference listed
+             _grpo_spec("grpo_rouge", "sft+grpo[rouge_l]", reward_names="rouge_l,box_soft_f1", top_k=5),
+             _grpo_spec("grpo_think", "cold_start+grpo", thinking=True)]
     rows = [(m, "report", me, v) for m, vals in (("sft", (0.40, 200.0)), ("sft+grpo", (0.45, 180.0)),
-                                                 ("sft+grpo[bleu]", (0.42, 90.0)), ("grpo_lr", (0.3, 50.0)),
+                                                 ("sft+grpo[bleu]", (0.42, 90.0)), ("sft+grpo[rouge_l]", (0.3, 50.0)),
                                                  ("cold_start+grpo", (0.5, 150.0)))
             for me, v in zip(("f1radgraph_partial", "mean_chars"), vals)]
     rows += [(m, "grounding", "map50", 0.3) for m in ("sft+grpo", "sft+grpo[bleu]")]
     results = pd.DataFrame([(m, t, me, v, v, v, 10) for m, t, me, v in rows], columns=ev.RESULTS_COLUMNS)
-    table, why = table3(results, specs)
-    assert why == "" and list(table.values.index) == ["sft+grpo", "sft+grpo[bleu]"]
+    table, why = table3(results, specs, tmp_path)
+    assert why == "" and list(table.values.index) == ["sft+grpo", "sft+grpo[bleu]", "sft+grpo[rouge_l]"]
     assert list(table.values.columns) == ["RGF1-P", "mAP@0.5", "chars"]
+    assert table.info.loc["sft+grpo[rouge_l]"].to_dict() == {"rewards": "rouge_l,box_soft_f1", "other settings": "top_k=5"}
+    assert list(table.info["other settings"]) == ["reference", "–", "top_k=5"]
     assert table.best.loc["sft+grpo", "RGF1-P"] and not table.best["chars"].any()
     assert table.text.loc["sft+grpo[bleu]", "chars"] == "90 [90, 90]"
-    none, why = table3(results, specs[:2] + specs[3:])
-    assert none is None and "differ only in their rewards" in why
+    assert "| model | rewards | other settings | RGF1-P |" in table.markdown() and "top_k=5" in table.markdown()
+    assert "top_k=5" in table.styler().to_html()
+    tidy = pd.read_csv(tmp_path / "table3.csv", keep_default_na=False)
+    assert list(tidy.columns) == TABLE3_COLUMNS
+    rouge = tidy[tidy["run"] == "grpo_rouge"]
+    assert set(rouge["other_settings"]) == {"top_k=5"} and set(rouge["reference"]) == {"grpo"}
+    assert set(rouge["rewards"]) == {"rouge_l,box_soft_f1"} and set(rouge["start"]) == {"sft"}
+    assert set(tidy.loc[tidy["run"] != "grpo_rouge", "other_settings"]) == {""}
+    # Without a second reward setting from the same start there is no Table 3, and the note says why.
+    none, why = table3(results, [specs[0], specs[1], specs[4]])
+    assert none is None and "same start and thinking setting but different rewards" in why
 
 
 def test_verdict_lower_is_better() -> None:
@@ -496,6 +547,15 @@ def test_notebook_smoke(experiment: Path, tmp_path: Path) -> None:
     for name in ("results.csv", "comparisons.csv", "per_sample.parquet", "findings.md", "DONE"):
         assert (run_dir / name).exists(), name
     assert "RL vs SFT" in (run_dir / "findings.md").read_text()
+    # The run with other rewards and top_k: 5 is in Table 3 (notebook, findings, csv) with its difference listed,
+    # and so on the experiment's rendered index.
+    from radlab import render
+
+    assert "top_k=5" in out.read_text() and "| sft+grpo[rouge_l] | rouge_l,box_soft_f1 | top_k=5 |" in (
+        run_dir / "findings.md").read_text()
+    assert "grpo_rouge" in set(pd.read_csv(run_dir / "table3.csv")["run"])
+    index = render.render_index("smoke", experiment).read_text(encoding="utf-8")
+    assert "sft+grpo[rouge_l]" in index and "top_k=5" in index
     # Re-running the finished analysis with the same params reads its tables back and writes nothing.
     import hashlib
 
