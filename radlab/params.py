@@ -10,7 +10,14 @@ from the experiment, the starting checkpoint from the previous run, reward lists
 
 Every stage shares :class:`CommonParams`: ``experiment``, ``output_root``, ``seed``, ``stage``
 (the stage a params file is written for; checked against the class) and ``run_name`` (the run
-folder; ``''`` = the stage name).
+folder; ``''`` = the stage name).  :meth:`CommonParams.depends_on` derives the runs a run reads
+from its input fields (the run graph of ``radlab run``).
+
+The training stages also carry every field of ``trl.SFTConfig`` / ``trl.GRPOConfig`` by name
+(:func:`trl_fields`): the ones declared here are radlab's own or TRL fields with radlab's default
+(:func:`own_fields`, the notebooks' parameters cells); the others keep TRL's default, help and a
+flat type; :data:`TRL_EXCLUDED` lists the few radlab sets itself.  So this module imports TRL's
+config classes (no model code runs).
 """
 
 from __future__ import annotations
