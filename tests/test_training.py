@@ -253,6 +253,36 @@ def test_phantom_traces_are_systematic_and_verified(data_root: Path) -> None:
     assert (p.run_dir / "verification.csv").exists() and (p.run_dir / "traces.parquet").exists()
 
 
+def test_finished_cold_start_reuses_its_traces(data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Re-running a finished teacher run's trace cell reads traces.parquet; the teacher is not asked."""
+    from radlab import runs
+    from radlab.config import StageRun
+    from radlab.params import ColdStartParams
+    from radlab.training import build_traces, cold_start, verify_traces
+
+    p = ColdStartParams(experiment="t", output_root=str(data_root), init_model=str(data_root), max_traces=6,
+                        run_name="cs_teacher", trace_source="teacher_api", teacher_model="teacher",
+                        teacher_base_url="http://127.0.0.1:9/v1")
+    cands = cold_start.candidates(p)
+    monkeypatch.setattr(cold_start, "teacher_traces_api",
+                        lambda params, c: [f"<think>reading {i}</think>{a}" for i, a in zip(c["id"], c["answer"])])
+    first = build_traces(p, p.run_dir)
+    verify_traces(p, p.run_dir, first)  # the run begins here: params.yaml, traces.parquet
+    runs.mark_complete(p.run_dir)
+    assert StageRun.of(p).reusable
+
+    def no_teacher(params: Any, c: Any) -> list[str]:
+        raise AssertionError("the teacher was asked again")
+
+    monkeypatch.setattr(cold_start, "teacher_traces_api", no_teacher)
+    stamp = {f.name: f.stat().st_mtime_ns for f in p.run_dir.iterdir()}
+    again = build_traces(p, p.run_dir)
+    assert list(again["trace"]) == list(first["trace"]) and len(again) == len(cands)
+    kept, _ = verify_traces(p, p.run_dir, again)
+    assert len(kept) == len(first)
+    assert {f.name: f.stat().st_mtime_ns for f in p.run_dir.iterdir()} == stamp
+
+
 def test_grounding_reading_names_the_target_first() -> None:
     import numpy as np
 

@@ -346,11 +346,22 @@ def teacher_traces_local(params: ColdStartParams, cands: pd.DataFrame) -> list[s
 
 
 def build_traces(params: ColdStartParams, run_dir: str | os.PathLike[str]) -> pd.DataFrame:
-    """One trace per candidate row: ``id, record_id, task, grounding_kind, prompt, answer, trace, image``."""
+    """One trace per candidate row: ``id, record_id, task, grounding_kind, prompt, answer, trace, image``.
+
+    When ``run_dir`` holds this very run, finished, the traces come from its ``traces.parquet``
+    (a teacher is not asked again).
+    """
+    from radlab.config import StageRun
     from radlab.data.tasks import THINK_TRIGGER
 
     cands = candidates(params)
-    if params.trace_source == "phantom":
+    saved = Path(run_dir) / "traces.parquet"
+    if StageRun.of(params, run_dir).reusable and saved.exists():
+        frame = pd.read_parquet(saved, columns=["id", "trace"])
+        by_id = dict(zip(frame["id"], frame["trace"]))
+        print(f"{run_dir} holds this finished run: its traces come from {saved.name} (set force=True to write them again)")
+        traces = [by_id.get(i, "") for i in cands["id"]]
+    elif params.trace_source == "phantom":
         records = _records_by_id(params.data_dir)
         traces = []
         for i, row in cands.iterrows():
