@@ -1,18 +1,25 @@
-"""Benchmark the training stages at demo size on this machine.
+"""Benchmark the training stages' step cost against a bare TRL loop, at demo geometry, in one run.
 
-* SFT: seconds per optimizer step (demo geometry: ``radlab:tiny``, 128-px images, batch 16) and the
-  share of it spent fetching/collating data (dataset decode + chat template + image processor).
-* GRPO: seconds per step (demo geometry: 4 prompts x G=8 = 32 completions, up to 64 new tokens) and
-  the shares spent in the reward functions and in data loading.  Target: rewards + data < 5% of a step.
+For each of SFT and GRPO the same model (same initial weights), data and optimisation settings
+run twice, interleaved (bare, radlab, bare):
 
-The policy for GRPO is the SFT model of the first part (a few steps only), so completions are long
-(near the 64-token cap): a worst case for generation, the realistic case for reward cost.
+* **bare**: TRL's own trainer (``SFTTrainer`` / ``GRPOTrainer``) with a minimal config and no
+  radlab callbacks: the floor that TRL itself costs on this machine;
+* **radlab**: radlab's stage function (``train_sft_rows`` / ``train_grpo``) with everything it adds:
+  the compute counter and budget, the step timer, GRPO's completions recorder and held-out check
+  (only at the start and the end at these step counts: outside the timed steps), the outputs.
+
+It prints, as ratios against the bare loop measured in the same run (so a loaded machine slows both),
+the mean seconds per optimizer step (the first step of each run is excluded: warm-up), the counted
+training FLOPs per step (radlab.training.compute), and GRPO's share of a step spent in the rewards.
+Demo geometry: ``radlab:tiny``, 128-px phantom images, SFT batch 16, GRPO 4 prompts x G=8 and up to
+64 new tokens from an SFT model of a few steps (so completions run long: a worst case for rollouts).
 
 Usage::
 
     python bench/bench_training.py [--sft-steps 20] [--grpo-steps 6] [--threads 2] [--out bench/out]
 
-Prints one JSON object with the timings.
+Prints one JSON object with the figures.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -47,45 +55,6 @@ class Timed:
             self.calls += 1
 
 
-class TimedLoader:
-    """Wrap a DataLoader: time spent in ``next()`` (fetch + decode + collate) goes to ``seconds``."""
-
-    def __init__(self, loader: Any) -> None:
-        self._loader = loader
-        self.seconds = 0.0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._loader, name)
-
-    def __len__(self) -> int:
-        return len(self._loader)
-
-    def __iter__(self) -> Any:
-        it = iter(self._loader)
-        while True:
-            t0 = time.perf_counter()
-            try:
-                batch = next(it)
-            except StopIteration:
-                return
-            finally:
-                self.seconds += time.perf_counter() - t0
-            yield batch
-
-
-def timed_trainer(cls: type) -> type:
-    """A subclass of a TRL trainer whose train dataloader is a :class:`TimedLoader`."""
-
-    class _Timed(cls):  # type: ignore[misc, valid-type]
-        data_timer: TimedLoader | None = None
-
-        def get_train_dataloader(self) -> Any:
-            self.data_timer = TimedLoader(super().get_train_dataloader())
-            return self.data_timer
-
-    return _Timed
-
-
 def build_data(root: Path) -> None:
     from radlab.config import load_yaml
     from radlab.data.build import build_datasets, params_from_dict
@@ -96,70 +65,103 @@ def build_data(root: Path) -> None:
     build_datasets(params_from_dict(values), figures=False)
 
 
-def bench_sft(root: Path, steps: int) -> dict[str, Any]:
+def _mean_step(times: list[float]) -> float:
+    times = times[1:] if len(times) > 1 else times
+    return sum(times) / max(1, len(times))
+
+
+def _fresh(model_dir: Path) -> tuple[Any, Any]:
+    from radlab.models import load_model_and_processor
+
+    return load_model_and_processor(str(model_dir), dtype="float32", device="cpu")
+
+
+def bare_sft(p: Any, model_dir: Path, train: Any, out: Path) -> float:
+    """Seconds per step of TRL's SFTTrainer alone (same model, rows, batch and learning rate)."""
     import trl
 
+    from radlab.training.common import step_timer_callback, use_cpu
+
+    model, processor = _fresh(model_dir)
+    cfg = trl.SFTConfig(output_dir=str(out), max_steps=p.max_steps, per_device_train_batch_size=p.per_device_train_batch_size,
+                        learning_rate=p.learning_rate, lr_scheduler_type="constant", save_strategy="no", report_to="none",
+                        logging_steps=10_000, use_cpu=use_cpu(), bf16=False, gradient_checkpointing=False,
+                        assistant_only_loss=True, max_length=None, remove_unused_columns=False, seed=p.seed,
+                        disable_tqdm=True)
+    timer = step_timer_callback()
+    trl.SFTTrainer(model=model, args=cfg, train_dataset=train.select_columns(["messages", "images"]),
+                   processing_class=processor, callbacks=[timer]).train()
+    return _mean_step(timer.times)
+
+
+def bench_sft(root: Path, steps: int) -> dict[str, Any]:
     from radlab import config
     from radlab.training import sft
-    from radlab.training.common import step_timer_callback
 
     p = config.validate("sft", {"experiment": "bench", "output_root": str(root), "max_steps": steps,
-                                "save_steps": 10_000, "logging_steps": 5, "warmup_steps": 0.0})
+                                "save_steps": 10_000, "logging_steps": 5, "warmup_steps": 0.0,
+                                "vision_warmup_steps": 0, "lr_scheduler_type": "constant"})
     data = sft.load_sft_data(p)
-    model, processor, _ = sft.load_sft_model(p, p.run_dir, data)
+    model, processor, path = sft.load_sft_model(p, p.run_dir, data)
+    bare = [bare_sft(p, Path(path), data["train"], root / "bare_sft")]
+    result = sft.train_sft_rows(p, p.run_dir, model, processor, data["train"])
+    bare.append(bare_sft(p, Path(path), data["train"], root / "bare_sft"))
+    bare_s = sum(bare) / len(bare)
+    return {"sft_steps": steps, "batch_size": p.per_device_train_batch_size,
+            "sft_step_seconds_bare": round(bare_s, 4), "sft_step_seconds_radlab": round(result.step_seconds, 4),
+            "sft_step_ratio_radlab_over_bare": round(result.step_seconds / bare_s, 3),
+            "sft_flops_per_step": result.train_flops / max(1, result.global_step)}
+
+
+def bare_grpo(p: Any, model_dir: Path, train: Any, funcs: list[Any], weights: list[float], out: Path) -> float:
+    """Seconds per step of TRL's GRPOTrainer alone (same policy, prompts, rewards and settings)."""
+    import trl
+
+    from radlab.generation import vision_token_ids
+    from radlab.training.common import step_timer_callback, use_cpu
+    from radlab.training.grpo import left_pad_prompts
+
+    model, processor = _fresh(model_dir)
+    left_pad_prompts(processor)
+    cfg = trl.GRPOConfig(output_dir=str(out), max_steps=p.max_steps, per_device_train_batch_size=p.per_device_train_batch_size,
+                         num_generations=p.num_generations, max_completion_length=p.max_completion_length,
+                         learning_rate=p.learning_rate, lr_scheduler_type="constant", beta=p.beta, loss_type=p.loss_type,
+                         temperature=p.temperature, reward_weights=weights, save_strategy="no", report_to="none",
+                         logging_steps=10_000, use_cpu=use_cpu(), bf16=False, gradient_checkpointing=False,
+                         remove_unused_columns=False, seed=p.seed, disable_tqdm=True,
+                         generation_kwargs={"suppress_tokens": vision_token_ids(model)})
     timer = step_timer_callback()
-    trainer = timed_trainer(trl.SFTTrainer)(
-        model=model, args=sft.sft_config(p, p.run_dir),
-        train_dataset=sft.with_lengths(data["train"], processor).select_columns(["messages", "images", "length"]),
-        processing_class=processor, callbacks=[timer])
-    t0 = time.perf_counter()
-    trainer.train()
-    total = time.perf_counter() - t0
-    trainer.save_model(str(p.run_dir / "model"))
-    processor.save_pretrained(str(p.run_dir / "model"))
-    step = sum(timer.times[1:]) / max(1, len(timer.times) - 1)
-    data_s = trainer.data_timer.seconds if trainer.data_timer else float("nan")
-    return {"sft_steps": steps, "sft_step_seconds": round(step, 4), "sft_train_seconds": round(total, 2),
-            "sft_data_share": round(data_s / total, 4), "batch_size": p.per_device_train_batch_size}
+    trl.GRPOTrainer(model=model, reward_funcs=funcs, args=cfg, train_dataset=train, processing_class=processor,
+                    callbacks=[timer]).train()
+    return _mean_step(timer.times)
 
 
 def bench_grpo(root: Path, steps: int) -> dict[str, Any]:
-    import trl
-
     from radlab import config
     from radlab.training import grpo
-    from radlab.training.common import step_timer_callback
 
     p = config.validate("grpo", {"experiment": "bench", "output_root": str(root), "max_steps": steps,
-                                 "save_steps": 10_000, "eval_every": 0, "eval_rows": 0, "completions_every": 0})
+                                 "save_steps": 10_000, "eval_every": 0, "eval_rows": 0, "completions_every": 0,
+                                 "max_train_flops": 0.0})
     data = grpo.load_grpo_data(p)
-    model, processor, _ = grpo.load_grpo_model(p, p.run_dir)
+    model, processor, path = grpo.load_grpo_model(p, p.run_dir)
     funcs, weights = grpo.build_rewards(p)
+    bare = [bare_grpo(p, Path(path), data["train"], funcs, weights, root / "bare_grpo")]
     timed = [Timed(f) for f in funcs]
-    timer = step_timer_callback()
-    from radlab.generation import vision_token_ids
-
-    grpo.left_pad_prompts(processor)
-
-    cfg = grpo.grpo_config(p, p.run_dir, reward_weights=weights,
-                           generation_kwargs={"suppress_tokens": vision_token_ids(model)})
-    trainer = timed_trainer(trl.GRPOTrainer)(
-        model=model, reward_funcs=timed, args=cfg,
-        train_dataset=data["train"], processing_class=processor, callbacks=[timer])
     t0 = time.perf_counter()
-    trainer.train()
+    result = grpo.train_grpo(p, p.run_dir, model, processor, data, timed, weights)
     total = time.perf_counter() - t0
-    step = sum(timer.times[1:]) / max(1, len(timer.times) - 1)
-    reward_s = sum(t.seconds for t in timed)
-    data_s = trainer.data_timer.seconds if trainer.data_timer else float("nan")
-    lengths = [e["completions/mean_length"] for e in trainer.state.log_history if "completions/mean_length" in e]
+    bare.append(bare_grpo(p, Path(path), data["train"], funcs, weights, root / "bare_grpo"))
+    bare_s = sum(bare) / len(bare)
+    log = result.log_history
+    lengths = log.loc[log["metric"] == "completions/mean_length", "value"].tolist()
     return {
-        "grpo_steps": steps, "grpo_step_seconds": round(step, 4), "grpo_train_seconds": round(total, 2),
-        "grpo_reward_share": round(reward_s / total, 4), "grpo_data_share": round(data_s / total, 4),
-        "grpo_rewards_plus_data_share": round((reward_s + data_s) / total, 4),
-        "reward_seconds": {t.__name__: round(t.seconds, 4) for t in timed},
-        "completions_per_step": p.per_device_train_batch_size, "num_generations": p.num_generations,
-        "max_completion_length": p.max_completion_length,
+        "grpo_steps": steps, "completions_per_step": p.per_device_train_batch_size,
+        "num_generations": p.num_generations, "max_completion_length": p.max_completion_length,
+        "grpo_step_seconds_bare": round(bare_s, 4), "grpo_step_seconds_radlab": round(result.step_seconds, 4),
+        "grpo_step_ratio_radlab_over_bare": round(result.step_seconds / bare_s, 3),
+        "grpo_flops_per_step": result.train_flops / max(1, result.global_step),
+        "grpo_reward_share": round(sum(t.seconds for t in timed) / total, 4),
         "mean_completion_length": round(sum(lengths) / len(lengths), 1) if lengths else None,
     }
 
@@ -183,6 +185,8 @@ def main() -> None:
         result.update(bench_sft(root, args.sft_steps))
         result.update(bench_grpo(root, args.grpo_steps))
         result["cuda"] = torch.cuda.is_available()
+        for sub in ("bare_sft", "bare_grpo"):
+            shutil.rmtree(root / sub, ignore_errors=True)
     print(json.dumps(result, indent=2))
 
 

@@ -19,6 +19,7 @@ Figures live in :mod:`radlab.plots_analysis`.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -452,12 +453,63 @@ def findings(results: pd.DataFrame, comparisons: pd.DataFrame, specs: Sequence[A
     return " ".join(out)
 
 
+COMPUTE_COLUMNS = ["train_steps", "train_flops", "train_seconds", "total_flops", "total_seconds"]
+
+
+def run_compute(run_dir: str | os.PathLike[str] | None) -> dict[str, float]:
+    """Training compute of one run and of the chain of runs it started from.
+
+    ``train_steps``, ``train_flops`` (:mod:`radlab.training.compute`) and ``train_seconds`` (wall
+    time, this machine) come from the run's ``DONE``; ``total_*`` add the runs whose ``model/``
+    its ``init_model`` points at, recursively (``sft+grpo`` = SFT's compute + GRPO's).  NaN where a
+    run recorded none (the data stage, an embedded or hub model).
+    """
+    nan = float("nan")
+    out = dict.fromkeys(COMPUTE_COLUMNS, nan)
+    seen: set[Path] = set()
+    current = Path(run_dir) if run_dir is not None else None
+    totals = [0.0, 0.0]
+    first = True
+    while current is not None and current not in seen and (current / runs.DONE_MARKER).exists():
+        seen.add(current)
+        try:
+            done = json.loads((current / runs.DONE_MARKER).read_text(encoding="utf-8") or "{}")
+        except (OSError, json.JSONDecodeError):
+            break
+        flops, seconds = done.get("train_flops"), done.get("train_seconds")
+        if first:
+            out.update(train_steps=float(done.get("global_step", nan)), train_flops=float(flops if flops is not None else nan),
+                       train_seconds=float(seconds if seconds is not None else nan))
+            first = False
+        totals[0] += float(flops or 0.0)
+        totals[1] += float(seconds or 0.0)
+        init = _init_model(current)
+        current = Path(init).parent if init and Path(init).name == "model" else None
+    if not first:
+        out.update(total_flops=totals[0], total_seconds=totals[1])
+    return out
+
+
+def _init_model(run_dir: Path) -> str:
+    import yaml
+
+    path = run_dir / "params.yaml"
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) if path.exists() else {}
+    except yaml.YAMLError:
+        return ""
+    return str((data or {}).get("init_model") or "") if isinstance(data, dict) else ""
+
+
 def models_frame(specs: Sequence[Any]) -> pd.DataFrame:
-    """The models to evaluate: ``model, run, stage, start, rewards, thinking, path, note``."""
+    """The models to evaluate: ``model, run, stage, start, rewards, thinking, path, note`` and their
+    training compute beside its wall time (:func:`run_compute`: ``train_steps, train_flops,
+    train_seconds, total_flops, total_seconds``)."""
     return pd.DataFrame([{"model": s.name, "run": s.run, "stage": s.run_params.get("stage", ""), "start": s.start,
                           "rewards": ", ".join(reward_names(s.run_params)) if s.run_params.get("stage") == "grpo" else "",
-                          "thinking": s.thinking, "path": s.path, "note": s.note} for s in specs],
-                        columns=["model", "run", "stage", "start", "rewards", "thinking", "path", "note"])
+                          "thinking": s.thinking, "path": s.path, "note": s.note, **run_compute(s.run_dir)}
+                         for s in specs],
+                        columns=["model", "run", "stage", "start", "rewards", "thinking", "path", "note", *COMPUTE_COLUMNS])
 
 
 def shortcut_table(results: pd.DataFrame, report_metric: str = "f1radgraph_partial",

@@ -395,7 +395,9 @@ class TrainingParams(CommonParams):
     max_steps: int = field(default=0, metadata=_help("optimizer steps; 0 = use num_train_epochs"))
     per_device_train_batch_size: int = field(default=16, metadata=_help("rows per device per micro-batch"))
     gradient_accumulation_steps: int = field(default=1, metadata=_help("micro-batches per optimizer step"))
-    max_train_seconds: float = field(default=0.0, metadata=_help("wall-time cap on training: stop cleanly, checkpoint and save; 0 = none"))
+    max_train_flops: float = field(default=0.0, metadata=_help(
+        "compute budget of training in FLOPs (radlab.training.compute: forward+backward token-FLOPs, rollouts "
+        "included): stop cleanly after the step that reaches it, checkpoint and save; 0 = none"))
     # --- logging and checkpoints ---------------------------------------------------------
     logging_steps: int = field(default=10, metadata=_help("log loss/metrics every N steps"))
     save_steps: int = field(default=200, metadata=_help("checkpoint every N steps (into <run>/checkpoints/)"))
@@ -425,7 +427,8 @@ class TrainingParams(CommonParams):
         for key in ("per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps", "save_steps", "lora_r"):
             if getattr(self, key) < 1:
                 raise ParamError(f"parameter {key!r} must be >= 1, got {getattr(self, key)}")
-        for key in ("max_steps", "warmup_steps", "max_pixels", "save_total_limit", "torch_threads", "dataloader_num_workers"):
+        for key in ("max_steps", "warmup_steps", "max_pixels", "save_total_limit", "torch_threads", "dataloader_num_workers",
+                    "max_train_flops"):
             if getattr(self, key) < 0:
                 raise ParamError(f"parameter {key!r} must be >= 0, got {getattr(self, key)}")
         if self.learning_rate <= 0:
@@ -519,9 +522,17 @@ class SFTParams(_SFTLikeParams):
     max_train_rows: int = field(default=0, metadata=_help("subsample the training rows; 0 = all"))
     image_check_rows: int = field(default=64, metadata=_help(
         "held-out report rows for the true-vs-shuffled-image loss check; 0 = skip"))
+    vision_warmup_steps: int = field(default=400, metadata=_help(
+        "vision warm start before SFT: steps of training the vision tower and mergers on the training records' "
+        "finding labels and boxes (radlab.training.vision_warmup; cached by content hash); 0 = off (a pretrained "
+        "hub model needs none; skipped when starting from init_model)"))
+    vision_warmup_lr: float = field(default=1.0e-03, metadata=_help("learning rate of the vision warm start (AdamW)"))
+    vision_warmup_batch_size: int = field(default=32, metadata=_help("images per step of the vision warm start"))
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.vision_warmup_steps < 0 or self.vision_warmup_batch_size < 1 or self.vision_warmup_lr <= 0:
+            raise ParamError("need vision_warmup_steps >= 0, vision_warmup_batch_size >= 1 and vision_warmup_lr > 0")
         if self.init_run and not self.init_model:
             if self.init_run == self.run_name:
                 raise ParamError(f"parameter 'init_run': {self.init_run!r} is this run's own folder")
@@ -604,8 +615,10 @@ class GRPOParams(TrainingParams):
         "completions per device per step (prompts x num_generations)"))
     logging_steps: int = field(default=1, metadata=_help("log rewards/metrics every N steps"))
     save_steps: int = field(default=50, metadata=_help("checkpoint every N steps (into <run>/checkpoints/)"))
-    max_train_seconds: float = field(default=150.0, metadata=_help(
-        "wall-time cap on training: stop cleanly, checkpoint and save; 0 = none"))
+    max_train_flops: float = field(default=1.5e12, metadata=_help(
+        "compute budget of training in FLOPs (radlab.training.compute: rollout generation, policy forward+backward "
+        "and reference forwards): stop cleanly after the step that reaches it, checkpoint and save; 0 = none. "
+        "The demo's 1.5e12 is about 100 steps of 4x8 rollouts; sft_more gets the same budget"))
 
     thinking: bool = field(default=False, metadata=_help(
         "True: start from the cold-start model, prompts ask for <think>...</think> first, add the think_format reward"))
@@ -684,6 +697,9 @@ class GRPOParams(TrainingParams):
             raise ParamError(f"parameter 'loss_type': {self.loss_type!r} not in {GRPO_LOSS_TYPES}")
         if self.scale_rewards not in SCALE_REWARDS:
             raise ParamError(f"parameter 'scale_rewards': {self.scale_rewards!r} not in {SCALE_REWARDS}")
+        if self.use_vllm and self.max_train_flops > 0:
+            raise ParamError("parameter 'max_train_flops': vLLM rollouts are not counted (they bypass the trained "
+                             "module); use max_steps as the budget with use_vllm=True")
         if self.vllm_mode not in VLLM_MODES:
             raise ParamError(f"parameter 'vllm_mode': {self.vllm_mode!r} not in {VLLM_MODES}")
         from radlab.clinical.backends import ANNOTATOR_BACKENDS

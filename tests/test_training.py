@@ -419,11 +419,17 @@ def test_sft_resume_continues_step_count_and_history(data_root: Path) -> None:
     assert more.resumed_from.endswith("checkpoint-4") and more.global_step == 6
     assert sorted(more.log_history.loc[more.log_history["metric"] == "loss", "step"].tolist()) == [1, 2, 3, 4, 5, 6]
 
-    # A wall-time cap stops cleanly after the first step of the session, checkpoints and saves.
-    w = config.validate("sft", {**base, "resume": True, "max_steps": 20, "max_train_seconds": 1.0e-03})
+    # The compute count continues across sessions (it is kept in the checkpoint's trainer state).
+    assert 0 < result.train_flops < more.train_flops
+    saved = __import__("json").loads((r.run_dir / "trainer_state.json").read_text())["stateful_callbacks"]
+    assert saved["ComputeBudget"]["flops"] == more.train_flops
+
+    # A compute budget just above the 6 steps done stops cleanly after the session's first step
+    # (it would need several steps if the resumed count had restarted at 0), checkpoints and saves.
+    w = config.validate("sft", {**base, "resume": True, "max_steps": 20, "max_train_flops": more.train_flops + 1})
     model, processor, _ = load_sft_model(w, w.run_dir, data)
     capped = train_sft(w, w.run_dir, model, processor, data)
-    assert capped.stopped_by_wall_time and capped.global_step == 7
+    assert capped.stopped_by_budget and capped.global_step == 7 and capped.train_flops > w.max_train_flops
     assert (w.run_dir / "checkpoints" / "checkpoint-7").is_dir() and (w.run_dir / "model" / "config.json").exists()
 
 

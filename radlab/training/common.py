@@ -306,34 +306,17 @@ def resume_checkpoint(params: TrainingParams, run_dir: str | os.PathLike[str]) -
 # --------------------------------------------------------------------------------------------
 
 
-def wall_time_callback(max_seconds: float) -> Any:
-    """A ``TrainerCallback`` that stops training cleanly after ``max_seconds`` of training.
+def compute_budget(params: TrainingParams, model: Any, processor: Any) -> Any:
+    """The compute-budget callback for ``model`` (``params.max_train_flops``; 0 = count only).
 
-    It asks for a checkpoint on the stopping step, so a wall-capped run can be resumed and
-    the final model is saved as usual.  The clock starts at ``on_train_begin`` (model loading
-    and dataset preparation are not counted).
+    Put it first in the trainer's callbacks: it closes the count at ``on_step_end`` before other
+    callbacks generate (held-out checks are not training compute).  A reference model is added
+    with ``callback.counter.attach(ref_model, pad_id)``.
     """
-    from transformers import TrainerCallback
+    from radlab.training.compute import FlopCounter, compute_budget_callback
 
-    class WallTimeCallback(TrainerCallback):
-        """Stop after ``max_seconds``; ``stopped_at`` records the step (``None`` if it never fired)."""
-
-        def __init__(self) -> None:
-            self.max_seconds = max_seconds
-            self.start = 0.0
-            self.stopped_at: int | None = None
-
-        def on_train_begin(self, args, state, control, **kwargs):  # noqa: D401 - HF callback signature
-            self.start = time.perf_counter()
-
-        def on_step_end(self, args, state, control, **kwargs):
-            if self.max_seconds > 0 and time.perf_counter() - self.start >= self.max_seconds:
-                self.stopped_at = state.global_step
-                control.should_training_stop = True
-                control.should_save = True
-            return control
-
-    return WallTimeCallback()
+    pad = getattr(getattr(processor, "tokenizer", processor), "pad_token_id", None)
+    return compute_budget_callback(FlopCounter([(model, pad)]), params.max_train_flops)
 
 
 def step_timer_callback() -> Any:
@@ -367,7 +350,9 @@ class TrainResult:
     the mean wall time per optimizer step of this session (first step excluded when possible);
     ``figures`` maps a name (``"loss"``, ``"grpo_rewards"``...) to its matplotlib Figure (also saved
     as ``figures/<name>.png|pdf``); ``reused`` is True when the run folder already held this
-    finished run and nothing was trained (timings then come from its ``DONE``).
+    finished run and nothing was trained (timings then come from its ``DONE``);
+    ``train_flops`` the training compute counted by :mod:`radlab.training.compute` (all sessions
+    of a resumed run), ``stopped_by_budget`` whether ``max_train_flops`` ended the run.
     """
 
     model_dir: Path
@@ -375,8 +360,10 @@ class TrainResult:
     train_seconds: float
     step_seconds: float
     resumed_from: str | None
-    stopped_by_wall_time: bool
+    stopped_by_budget: bool
     log_history: pd.DataFrame
+    train_flops: float = 0.0
+    max_train_flops: float = 0.0
     figures: dict[str, Any] = field(default_factory=dict, repr=False)
     model: Any = field(default=None, repr=False)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -390,8 +377,10 @@ class TrainResult:
             "global_step": self.global_step,
             "train_seconds": round(self.train_seconds, 2),
             "step_seconds": round(self.step_seconds, 4),
+            "train_flops": float(self.train_flops),
+            "max_train_flops": float(self.max_train_flops),
             "resumed_from": self.resumed_from,
-            "stopped_by_wall_time": self.stopped_by_wall_time,
+            "stopped_by_budget": self.stopped_by_budget,
             **{f"final_{k}": v for k, v in last.items()},
         }
 
@@ -529,19 +518,25 @@ def run_training(
     processor: Any,
     *,
     resume_from: str | None,
-    wall: Any,
+    budget: Any,
     timer: Any,
     figure: Callable[[pd.DataFrame], dict[str, Any]],
 ) -> TrainResult:
     """``trainer.train`` then the standard outputs: final model, trainer state, tidy log, figures.
 
-    Every stage's trainer appends its live progress to ``<run_dir>/progress.jsonl`` here.
+    Every stage's trainer appends its live progress to ``<run_dir>/progress.jsonl`` here, with the
+    compute counted so far (``flops``) and the budget (``max_flops``, when there is one).
+    ``budget`` is the :func:`~radlab.training.compute.compute_budget_callback` the trainer holds.
     """
+    from radlab.training.compute import progress_fields
     from radlab.training.progress import progress_callback
 
-    trainer.add_callback(progress_callback(run_dir))
+    trainer.add_callback(progress_callback(run_dir, extra=progress_fields))
     t0 = time.perf_counter()
-    trainer.train(resume_from_checkpoint=resume_from)
+    try:
+        trainer.train(resume_from_checkpoint=resume_from)
+    finally:
+        budget.counter.close()
     seconds = time.perf_counter() - t0
     model_dir = save_final_model(trainer, processor, params, run_dir)
     frame = write_training_outputs(trainer, run_dir)
@@ -553,8 +548,10 @@ def run_training(
         train_seconds=seconds,
         step_seconds=float(sum(times) / len(times)) if times else float("nan"),
         resumed_from=resume_from,
-        stopped_by_wall_time=wall.stopped_at is not None,
+        stopped_by_budget=budget.stopped_at is not None,
         log_history=frame,
+        train_flops=budget.total,
+        max_train_flops=budget.max_flops,
         figures=figures,
         model=trainer.model,
     )
@@ -587,8 +584,10 @@ def finished_result(run_dir: str | os.PathLike[str], model: Any,
         train_seconds=number("train_seconds"),
         step_seconds=number("step_seconds"),
         resumed_from=done.get("resumed_from"),
-        stopped_by_wall_time=bool(done.get("stopped_by_wall_time", False)),
+        stopped_by_budget=bool(done.get("stopped_by_budget", False)),
         log_history=frame,
+        train_flops=number("train_flops"),
+        max_train_flops=number("max_train_flops"),
         figures=figure(frame),
         model=model,
         reused=True,

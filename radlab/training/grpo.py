@@ -40,6 +40,7 @@ from radlab.training.common import (
     TrainResult,
     begin_run,
     common_trainer_args,
+    compute_budget,
     csv_safe,
     filter_tasks,
     finished_result,
@@ -53,7 +54,6 @@ from radlab.training.common import (
     run_training,
     step_timer_callback,
     subsample,
-    wall_time_callback,
     writable,
 )
 
@@ -417,7 +417,7 @@ def train_grpo(
     left_pad_prompts(processor)
     train = data["train"]
     task_of = {message_text(p[-1]): t for p, t in zip(train["prompt"], train["task"])} if "task" in train.column_names else {}
-    wall, timer = wall_time_callback(params.max_train_seconds), step_timer_callback()
+    budget, timer = compute_budget(params, model, processor), step_timer_callback()
     held = heldout_callback(processor, data["heldout"], funcs, params.eval_every, params.max_completion_length)
     recorder = completions_recorder(run_dir / "completions.parquet", params.completions_every, list(weights), task_of)
     trainer = GRPOTrainer(
@@ -426,11 +426,13 @@ def train_grpo(
         args=cfg,
         train_dataset=train,
         processing_class=processor,
-        callbacks=[wall, timer, held, recorder, *extra_callbacks],
+        callbacks=[budget, timer, held, recorder, *extra_callbacks],
     )
     recorder.trainer = trainer
+    if getattr(trainer, "ref_model", None) is not None:  # beta > 0: its forward is training compute too
+        budget.counter.attach(trainer.ref_model, getattr(processor.tokenizer, "pad_token_id", None))
 
-    result = run_training(trainer, params, run_dir, processor, resume_from=resume_from, wall=wall, timer=timer,
+    result = run_training(trainer, params, run_dir, processor, resume_from=resume_from, budget=budget, timer=timer,
                           figure=figures)
     if is_main_process():
         hist = [e for e in trainer.state.log_history if any(k.startswith(HELDOUT_PREFIX) for k in e)]

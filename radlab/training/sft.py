@@ -16,6 +16,7 @@ Rows (TRL conversational SFT): ``{"messages": [user: [image, text], assistant: [
 from __future__ import annotations
 
 import copy
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from radlab.training.common import (
     TrainResult,
     begin_run,
     common_trainer_args,
+    compute_budget,
     corpus_from_sft,
     csv_safe,
     filter_tasks,
@@ -44,7 +46,6 @@ from radlab.training.common import (
     run_training,
     step_timer_callback,
     subsample,
-    wall_time_callback,
     writable,
 )
 
@@ -65,11 +66,37 @@ def load_sft_data(params: SFTParams) -> Any:
     return datasets.DatasetDict(out)
 
 
+WARMUP_FILE = "vision_warmup.json"
+
+
 def load_sft_model(params: SFTParams, run_dir: str | os.PathLike[str], data: Any) -> tuple[Any, Any, str]:
-    """The starting model: ``init_model`` if set, else ``model_name_or_path`` (embedded built here)."""
+    """The starting model: ``init_model`` if set, else ``model_name_or_path`` (embedded built here).
+
+    With ``vision_warmup_steps > 0`` and no ``init_model``, the vision tower is warm-started first
+    (:mod:`radlab.training.vision_warmup`, cached under ``<output_root>/.cache/vision_warmup/``);
+    its summary goes to ``<run_dir>/vision_warmup.json``.
+    """
     name = params.init_model or params.model_name_or_path
     corpus = corpus_from_sft(data["train"]) if not params.init_model else None
-    return prepare_model(params, run_dir, name_or_path=name, corpus=corpus)
+    model, processor, path = prepare_model(params, run_dir, name_or_path=name, corpus=corpus)
+    if runs.is_complete(run_dir):  # the finished run's trained model came back: nothing to warm up
+        return model, processor, path
+    warm = Path(run_dir) / WARMUP_FILE
+    if is_main_process():
+        warm.unlink(missing_ok=True)
+    if params.vision_warmup_steps > 0 and not params.init_model:
+        from radlab.training.common import partial_state
+        from radlab.training.vision_warmup import warm_start_vision
+
+        # The main process trains and fills the cache; the others then load it from there.
+        with partial_state().main_process_first():
+            summary = warm_start_vision(
+                model, processor, params.data_dir, path, Path(params.output_root) / ".cache" / "vision_warmup",
+                steps=params.vision_warmup_steps, learning_rate=params.vision_warmup_lr,
+                batch_size=params.vision_warmup_batch_size, seed=params.seed)
+        if is_main_process():
+            runs.write_json(warm, summary)
+    return model, processor, path
 
 
 LENGTH_COLUMN = "length"
@@ -122,7 +149,7 @@ def train_sft_rows(
 ) -> TrainResult:
     """Run TRL's ``SFTTrainer`` on conversational rows and write the standard outputs.
 
-    Resumes from the last checkpoint when ``params.resume``; a ``max_train_seconds`` cap stops
+    Resumes from the last checkpoint when ``params.resume``; a ``max_train_flops`` budget stops
     cleanly (checkpoint + final model).  Returns a :class:`TrainResult`; ``result.model`` is the
     trained model (merged when LoRA).  When ``run_dir`` holds this very run, finished, nothing is
     trained: its saved results come back (``result.reused``) with ``model`` as the trained model.
@@ -138,7 +165,7 @@ def train_sft_rows(
         return finished_result(run_dir, model, figure)
     resume_from = resume_checkpoint(params, run_dir)
     cfg = sft_config(params, run_dir)
-    wall, timer = wall_time_callback(params.max_train_seconds), step_timer_callback()
+    budget, timer = compute_budget(params, model, processor), step_timer_callback()
     if params.group_by_length and LENGTH_COLUMN not in train.column_names:
         train = with_lengths(train, processor)
     keep = [c for c in ("messages", "images", LENGTH_COLUMN) if c in train.column_names]
@@ -147,10 +174,10 @@ def train_sft_rows(
         args=cfg,
         train_dataset=train.select_columns(keep),
         processing_class=processor,
-        callbacks=[wall, timer, *(extra_callbacks or [])],
+        callbacks=[budget, timer, *(extra_callbacks or [])],
     )
     result = run_training(
-        trainer, params, run_dir, processor, resume_from=resume_from, wall=wall, timer=timer,
+        trainer, params, run_dir, processor, resume_from=resume_from, budget=budget, timer=timer,
         figure=figure,
     )
     return result
@@ -333,6 +360,9 @@ def run_sft(params: SFTParams, run_dir: str | os.PathLike[str]) -> dict[str, Any
         gens = sample_generations(params, run_dir, result.model, processor, data)
         dep = image_dependence(params, run_dir, result.model, processor, data)
         summary["generations"] = len(gens)
+        if (Path(run_dir) / WARMUP_FILE).exists():
+            warm = json.loads((Path(run_dir) / WARMUP_FILE).read_text())
+            summary["vision_warmup"] = {k: warm.get(k) for k in ("cache", "key", "steps", "seconds", "final_loss")}
         if len(dep):
             summary["image_loss_gap"] = round(float(dep["mean_loss"].iloc[2]), 5)
     return summary
