@@ -564,6 +564,9 @@ class ColdStartParams(_SFTLikeParams):
     trace_source: str = field(default="phantom", metadata=_help(
         f"one of {TRACE_SOURCES}: 'phantom' writes a systematic reading from the record's ground truth; "
         "'teacher_api' asks an OpenAI-compatible server (e.g. vLLM); 'teacher_local' a local HF model"))
+    grounding_trace: str = field(default="focused", metadata=_help(
+        "phantom traces of grounding rows: 'focused' (the asked-for target, then its reading section) or 'brief' "
+        "(one fixed line naming nothing: the box then follows the prompt as without thinking)"))
     tasks: str = field(default="report,grounding", metadata=_help("comma-separated tasks to write traces for"))
     max_traces: int = field(default=0, metadata=_help("candidate rows to trace; 0 = all training rows"))
     verify_threshold_report: float = field(default=0.5, metadata=_help(
@@ -584,6 +587,8 @@ class ColdStartParams(_SFTLikeParams):
         super().__post_init__()
         if not self.init_model:
             self.init_model = str(self.stage_path("sft") / "model")
+        if self.grounding_trace not in ("focused", "brief"):
+            raise ParamError(f"parameter 'grounding_trace': {self.grounding_trace!r} not in ('focused', 'brief')")
         if self.trace_source not in TRACE_SOURCES:
             raise ParamError(f"parameter 'trace_source': {self.trace_source!r} not in {TRACE_SOURCES}")
         if self.trace_source != "phantom" and not self.teacher_model:

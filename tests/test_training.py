@@ -307,6 +307,15 @@ def test_grounding_reading_names_the_target_first() -> None:
     report = phantom_reading(rec, "Write the findings.", "report", rng).splitlines()
     assert [line.split(":")[0] for line in report] == [
         "Technique", "Devices", "Lungs", "Pleura", "Heart and mediastinum", "Bones"]
+    # The brief grounding trace names nothing; report traces do not change with it.
+    from radlab.training.cold_start import BRIEF_GROUNDING
+
+    for prompt in ("Locate the pneumothorax.", "Give the bounding box of the left costophrenic angle."):
+        assert phantom_reading(rec, prompt, "grounding", rng, grounding="brief") == BRIEF_GROUNDING
+    brief_report = phantom_reading(rec, "Write the findings.", "report", np.random.default_rng(1), grounding="brief")
+    assert brief_report == phantom_reading(rec, "Write the findings.", "report", np.random.default_rng(1))
+    with pytest.raises(config.ParamError, match="grounding_trace"):
+        config.validate("cold_start", {"grounding_trace": "long"}, check_inputs=False)
 
 
 def test_teacher_prompt_uses_our_guide() -> None:

@@ -188,7 +188,14 @@ def _mentions(text: str, word: str) -> bool:
     return re.search(r"\b" + re.escape(word), text, re.IGNORECASE) is not None
 
 
-def phantom_reading(record: Mapping[str, Any], prompt: str, task: str, rng: np.random.Generator) -> str:
+GROUNDING_TRACES = ("focused", "brief")
+# The brief grounding trace names nothing: the box after it is conditioned on the prompt as without
+# thinking, instead of on a target the model has to copy into its trace first.
+BRIEF_GROUNDING = "Locating the region the question asks about on the image."
+
+
+def phantom_reading(record: Mapping[str, Any], prompt: str, task: str, rng: np.random.Generator,
+                    grounding: str = "focused") -> str:
     """A reading of ``record`` written from its ground truth (no answer).
 
     Report rows get the systematic reading, ``Technique / Devices / Lungs / Pleura / Heart and
@@ -210,7 +217,11 @@ def phantom_reading(record: Mapping[str, Any], prompt: str, task: str, rng: np.r
     The target comes first because a small model copies it from the adjacent prompt but not across a
     full reading; with the target last, the demo's 2-layer cold start named some other finding there
     and answered about it (anatomy mAP@0.5 0.04, 30% of answers past the token budget).
+
+    ``grounding="brief"`` writes one fixed line for grounding rows instead (:data:`BRIEF_GROUNDING`).
     """
+    if task == "grounding" and grounding == "brief":
+        return BRIEF_GROUNDING
     findings = list(record.get("findings", []))
     view = record.get("view") or "Frontal"
     devices = [f["name"] for f in findings if f["name"] in DEVICES]
@@ -367,7 +378,8 @@ def build_traces(params: ColdStartParams, run_dir: str | os.PathLike[str]) -> pd
         for i, row in cands.iterrows():
             rng = np.random.default_rng([params.seed, int(i)])
             rec = records.get(row["record_id"], {})
-            traces.append(format_trace(phantom_reading(rec, row["prompt"], row["task"], rng), row["answer"]))
+            reading = phantom_reading(rec, row["prompt"], row["task"], rng, grounding=params.grounding_trace)
+            traces.append(format_trace(reading, row["answer"]))
     elif params.trace_source == "teacher_api":
         traces = teacher_traces_api(params, cands)
     else:
