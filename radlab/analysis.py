@@ -461,7 +461,8 @@ def run_compute(run_dir: str | os.PathLike[str] | None) -> dict[str, float]:
 
     ``train_steps``, ``train_flops`` (:mod:`radlab.training.compute`) and ``train_seconds`` (wall
     time, this machine) come from the run's ``DONE``; ``total_*`` add the runs whose ``model/``
-    its ``init_model`` points at, recursively (``sft+grpo`` = SFT's compute + GRPO's).  NaN where a
+    its ``init_model`` points at, recursively (``sft+grpo`` = SFT's compute + GRPO's), with an SFT
+    run's vision warm start (``vision_warmup_flops`` in its ``DONE``) included.  NaN where a
     run recorded none (the data stage, an embedded or hub model).
     """
     nan = float("nan")
@@ -481,7 +482,7 @@ def run_compute(run_dir: str | os.PathLike[str] | None) -> dict[str, float]:
             out.update(train_steps=float(done.get("global_step", nan)), train_flops=float(flops if flops is not None else nan),
                        train_seconds=float(seconds if seconds is not None else nan))
             first = False
-        totals[0] += float(flops or 0.0)
+        totals[0] += float(flops or 0.0) + float(done.get("vision_warmup_flops") or 0.0)
         totals[1] += float(seconds or 0.0)
         init = _init_model(current)
         current = Path(init).parent if init and Path(init).name == "model" else None

@@ -462,3 +462,53 @@ def test_sft_more_starts_from_the_sft_run(data_root: Path, tmp_path: Path) -> No
     p = config.validate("sft", {"experiment": "t", "output_root": str(data_root), "run_name": "sft_more",
                                 "init_run": "sft_src"})
     assert p.init_model == str(data_root / "t" / "sft_src" / "model") and p.run_dir == data_root / "t" / "sft_more"
+
+
+def test_vision_warmup_targets_hand_cases() -> None:
+    from radlab.training.vision_warmup import targets
+
+    recs = [
+        {"findings": [{"name": "pleural effusion", "laterality": "left", "box_ids": [0]},
+                      {"name": "pulmonary edema", "laterality": "bilateral", "box_ids": [1, 2]}],
+         "boxes": [{"box_id": 0, "kind": "finding", "box": [0.6, 0.5, 0.9, 0.8]},
+                   {"box_id": 1, "kind": "finding", "box": [0.1, 0.2, 0.4, 0.6]},
+                   {"box_id": 2, "kind": "finding", "box": [0.6, 0.2, 0.8, 0.5]},
+                   {"box_id": 3, "kind": "anatomy", "box": [0.0, 0.0, 1.0, 1.0]}]},
+        {"findings": [], "boxes": []},  # a normal image: all negatives
+    ]
+    labels, y, names, boxes, mask = targets(recs)
+    assert labels == ["pleural effusion", "pleural effusion@left", "pulmonary edema", "pulmonary edema@left",
+                      "pulmonary edema@right"]
+    assert y.tolist() == [[1, 1, 1, 1, 1], [0, 0, 0, 0, 0]]
+    assert names == ["pleural effusion", "pulmonary edema"]
+    assert boxes[0, 1].tolist() == pytest.approx([0.1, 0.2, 0.8, 0.6])  # the union of edema's two boxes
+    assert mask.tolist() == [[1, 1], [0, 0]]
+    # Records without findings (real data) fall back to CheXpert positives (1 and uncertain -1).
+    labels, y, *_ = targets([{"chexpert": {"Edema": 1, "Pneumothorax": -1, "Cardiomegaly": 0}},
+                             {"chexpert": {"Edema": None}}])
+    assert labels == ["Edema", "Pneumothorax"] and y.tolist() == [[1, 1], [0, 0]]
+
+
+def test_vision_warmup_trains_only_the_vision_side_and_is_cached(data_root: Path, tmp_path: Path) -> None:
+    import torch
+
+    from radlab.models import build_tiny_qwen3vl, load_model_and_processor
+    from radlab.training.vision_warmup import warm_start_vision
+
+    build_tiny_qwen3vl(tmp_path / "m", "tiny")
+    data_dir = data_root / "t" / "data"
+    model, proc = load_model_and_processor(str(tmp_path / "m"), dtype="float32", device="cpu")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    kw = {"steps": 3, "learning_rate": 1e-3, "batch_size": 4, "seed": 0}
+    first = warm_start_vision(model, proc, data_dir, tmp_path / "m", tmp_path / "cache", **kw)
+    after = model.state_dict()
+    changed = {k for k in after if not torch.equal(after[k], before[k])}
+    assert first["cache"] == "miss" and first["flops"] > 0 and changed
+    assert all("visual" in k for k in changed)  # the language model is untouched
+    again, _ = load_model_and_processor(str(tmp_path / "m"), dtype="float32", device="cpu")
+    second = warm_start_vision(again, proc, data_dir, tmp_path / "m", tmp_path / "cache", **kw)
+    assert second["cache"] == "hit" and second["key"] == first["key"]
+    assert all(torch.equal(again.state_dict()[k], after[k]) for k in after)
+    # Other settings are another cache entry.
+    third = warm_start_vision(again, proc, data_dir, tmp_path / "m", tmp_path / "cache", **{**kw, "steps": 2})
+    assert third["cache"] == "miss" and third["key"] != first["key"]

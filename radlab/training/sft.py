@@ -362,7 +362,9 @@ def run_sft(params: SFTParams, run_dir: str | os.PathLike[str]) -> dict[str, Any
         summary["generations"] = len(gens)
         if (Path(run_dir) / WARMUP_FILE).exists():
             warm = json.loads((Path(run_dir) / WARMUP_FILE).read_text())
-            summary["vision_warmup"] = {k: warm.get(k) for k in ("cache", "key", "steps", "seconds", "final_loss")}
+            summary["vision_warmup"] = {k: warm.get(k) for k in ("cache", "key", "steps", "seconds", "final_loss", "flops")}
+            # The warm start is training compute of this run too (also when it came from the cache).
+            summary["vision_warmup_flops"] = float(warm.get("flops") or 0.0)
         if len(dep):
             summary["image_loss_gap"] = round(float(dep["mean_loss"].iloc[2]), 5)
     return summary

@@ -130,7 +130,7 @@ def warm_start_vision(
 
     ``data_dir``: the data stage folder (``records/dataset`` train split and its images);
     ``model_dir``: the folder ``model`` was loaded from (its weights enter the cache key).
-    Summary: ``{"cache": "hit"|"miss", "key", "steps", "labels", "seconds", "final_loss",
+    Summary: ``{"cache": "hit"|"miss", "key", "steps", "labels", "seconds", "final_loss", "flops",
     "train_f1": {label: F1 on the last 10% of records, held back from the warm start}}``.
     """
     import datasets
@@ -192,10 +192,15 @@ def warm_start_vision(
 
     loss_val = float("nan")
     order: list[int] = []
+    # Training compute by radlab.training.compute's rule: forward + backward of the vision side per
+    # patch (all of it trainable), 6 * N_vision * patches; the linear heads are left out (tiny).
+    n_vision = sum(p.numel() for p in visual.parameters())
+    flops = 0.0
     for step in range(steps):
         if len(order) < batch_size:
             order.extend(rng.permutation(train_idx).tolist())
         idx, order = order[:batch_size], order[batch_size:]
+        flops += 6.0 * n_vision * sum(int(pix[i].shape[0]) for i in idx)
         logits, pred = forward(idx)
         loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, yt[idx])
         if box_names:
@@ -222,7 +227,7 @@ def warm_start_vision(
             denom = float(pred[:, j].sum() + truth[:, j].sum())
             if truth[:, j].sum():
                 f1[lab] = round(2 * tp / denom, 3) if denom else 0.0
-    result = {"final_loss": round(loss_val, 5), "train_seconds": round(time.perf_counter() - t0, 2),
+    result = {"final_loss": round(loss_val, 5), "train_seconds": round(time.perf_counter() - t0, 2), "flops": flops,
               "heldback_f1": f1, "labels_list": labels}
     # Written to a temp folder and renamed: a killed run never leaves a half-written cache entry.
     tmp = target.with_name(f".{key}.{os.getpid()}.tmp")
