@@ -2,8 +2,9 @@
 
 One session-scoped output root holds the smoke experiment: ``00_data`` runs first (the data
 stage), then ``01_sft`` -> ``02_cold_start`` -> ``03_grpo`` (thinking False and True, and the
-reward ablation ``grpo_bleu`` with a TRL setting radlab never names), each on the
-tiny embedded model for a handful of steps.  The documented GRPO command (``papermill ... -p
+reward ablation ``grpo_bleu`` with a TRL setting radlab never names, checked to form Table 3's
+group with ``grpo`` from the params the runs wrote), each on the tiny embedded model for a handful
+of steps.  The documented GRPO command (``papermill ... -p
 thinking False`` with defaults reading ``runs/demo/``) is checked to fail with the ParamError that
 says what to run first.
 """
@@ -100,6 +101,16 @@ def test_smoke_notebooks_end_to_end(smoke_root: Path) -> None:
         comp = pd.read_parquet(run / "completions.parquet")
         assert {"step", "task", "prompt", "completion", "reward", "advantage"} <= set(comp.columns)
     print("smoke notebook seconds:", {k: round(v, 1) for k, v in times.items()})
+
+    # Table 3's grouping on the resolved params.yaml files the training wrote (every TRL field in them):
+    # grpo_bleu (other rewards + top_k 5) is grouped with grpo, and top_k=5 is its only other difference.
+    from radlab.config import validate
+    from radlab.experiment import discover_models, reward_ablations
+
+    specs, _ = discover_models(validate("analysis", {"experiment": "smoke", "output_root": str(smoke_root)}))
+    (group,) = reward_ablations(specs)
+    assert (group.start, group.thinking, group.reference) == ("sft", False, "grpo")
+    assert group.differences == {"grpo": [], "grpo_bleu": ["top_k=5"]}
 
     # Re-running every notebook of the finished experiment with the same params (all cells: resolve,
     # model loading, training, generations, DONE) trains nothing and leaves every run folder as it was.
