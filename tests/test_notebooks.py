@@ -117,3 +117,34 @@ def test_papermill_documents_every_parameter(path: Path) -> None:
     for name, spec in inferred.items():
         assert spec["help"], f"{path.name}: parameter {name!r} has no help for --help-notebook"
         assert spec["inferred_type_name"] != "None", f"{path.name}: parameter {name!r} has no type for --help-notebook"
+
+
+def assigned_names(source: str) -> set[str]:
+    """Names a cell binds (assignments, loop and ``with`` targets, imports, defs); IPython magics skipped."""
+    code = "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines())
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(code)):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+    return names
+
+
+def test_assigned_names_on_hand_written_cells() -> None:
+    assert assigned_names("a = 1\nb: int = 2\nfor c, d in x: pass\nwith f() as e: pass\nimport g.h\n") == {
+        "a", "b", "c", "d", "e", "g"}
+    assert assigned_names("%matplotlib inline\nprint(x)\nx[0] = 1\n") == set()
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_later_cells_never_rebind_a_parameter(path: Path) -> None:
+    # resolve reads parameter values from globals(): a later cell that rebinds one (e.g. a rewards cell
+    # writing `reward_weights = ...`) changes what the next re-run of resolve sees.
+    code = code_cells(path)
+    params = set(parameters_lines(code[0].source))
+    for i, cell in enumerate(code[1:], start=2):
+        clash = sorted(assigned_names(cell.source) & params)
+        assert not clash, f"{path.name} code cell {i} rebinds parameter(s) {clash}; use another name"

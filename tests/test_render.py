@@ -178,6 +178,19 @@ def test_progress_callback_writes_one_record_per_step_and_resume_appends(tmp_pat
     assert [r["event"] for r in read_progress(tmp_path / PROGRESS_FILE)] == ["begin", "step", "end"]
 
 
+def test_progress_callback_echo_prints_compact_lines(tmp_path: Path) -> None:
+    # What a notebook's training cell shows instead of one log dict per step: the start, each tenth, the end.
+    from transformers import TrainerState
+
+    lines: list[str] = []
+    run_dir = tmp_path / "sft_more"
+    _drive(progress_callback(run_dir, echo=lines.append), TrainerState(max_steps=100), 100)
+    assert all(line.startswith("[progress] sft_more") for line in lines), lines
+    assert 10 <= len(lines) <= 13, lines
+    assert "step 0/100" in lines[0] and "step 100/100 (100%)" in lines[-1]
+    assert len(read_progress(run_dir / PROGRESS_FILE)) == 102  # the file still gets every step
+
+
 def test_progress_tail_reads_complete_lines_and_follows_a_new_file(tmp_path: Path) -> None:
     path = tmp_path / PROGRESS_FILE
     tail = ProgressTail(path, since=100.0)

@@ -531,7 +531,15 @@ def run_training(
     from radlab.training.compute import progress_fields
     from radlab.training.progress import progress_callback
 
-    trainer.add_callback(progress_callback(run_dir, extra=progress_fields))
+    echo = None
+    if params.disable_tqdm:
+        # Without a bar transformers prints every step's log dict (PrinterCallback): thousands of lines
+        # in a notebook and its HTML page. Show the runner's compact lines instead (every tenth of the run).
+        from transformers import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
+        echo = print
+    trainer.add_callback(progress_callback(run_dir, extra=progress_fields, echo=echo))
     t0 = time.perf_counter()
     try:
         trainer.train(resume_from_checkpoint=resume_from)

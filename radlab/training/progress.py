@@ -32,10 +32,13 @@ def progress_callback(
     run_dir: str | os.PathLike[str],
     *,
     extra: Callable[[Any], dict[str, Any]] | None = None,
+    echo: Callable[[str], None] | None = None,
 ) -> Any:
     """A ``TrainerCallback`` appending progress records to ``<run_dir>/progress.jsonl``.
 
     ``extra(state)`` returns more keys for each record (``state`` is transformers' TrainerState).
+    ``echo`` also prints the records as the runner's plain lines (the start, every tenth of the
+    run, the end): the compact progress a notebook cell shows instead of a log dict per step.
     Only the main process writes.
     """
     from transformers import TrainerCallback
@@ -48,6 +51,7 @@ def progress_callback(
             self.start = 0.0
             self.latest: dict[str, float] = {}
             self.pending: dict[str, Any] | None = None  # a step's record waiting for its logs
+            self.display = ProgressDisplay(echo, tty=False) if echo is not None else None
 
         def _record(self, state: Any, event: str) -> dict[str, Any]:
             record: dict[str, Any] = {
@@ -66,6 +70,8 @@ def progress_callback(
             if state.is_world_process_zero:
                 with open(self.path, "a", encoding="utf-8") as f:
                     f.write(json.dumps({**record, **self.latest}, default=str) + "\n")
+                if self.display is not None:
+                    self.display.show(self.path.parent.name, [{**record, **self.latest}])
 
         def _flush(self, state: Any) -> None:
             if self.pending is not None:
@@ -223,7 +229,7 @@ class ProgressDisplay:
         for name, tail in list(self.tails.items()):
             records = tail.read()
             if records:
-                self._show(name, records)
+                self.show(name, records)
 
     def finish(self, name: str) -> None:
         """Stop following ``name`` (its last records are shown first)."""
@@ -238,7 +244,8 @@ class ProgressDisplay:
         for name in list(self.tails):
             self.finish(name)
 
-    def _show(self, name: str, records: list[dict[str, Any]]) -> None:
+    def show(self, name: str, records: list[dict[str, Any]]) -> None:
+        """Show the latest of ``records`` of run ``name`` (a bar update, or a plain line when due)."""
         rec = records[-1]
         self.last[name] = rec
         frac = fraction_done(rec)
