@@ -19,7 +19,6 @@ Figures live in :mod:`radlab.plots_analysis`.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -30,7 +29,7 @@ from typing import Any
 import pandas as pd
 
 from radlab import runs
-from radlab.experiment import MODEL_ORDER, PAPER_LABELS, paper_question, reward_ablations, reward_names
+from radlab.experiment import MODEL_ORDER, PAPER_LABELS, paper_question, read_params, reward_ablations, reward_names
 
 # Display order of metrics (models: radlab.experiment.MODEL_ORDER).
 REPORT_METRICS = (
@@ -473,10 +472,7 @@ def run_compute(run_dir: str | os.PathLike[str] | None) -> dict[str, float]:
     first = True
     while current is not None and current not in seen and (current / runs.DONE_MARKER).exists():
         seen.add(current)
-        try:
-            done = json.loads((current / runs.DONE_MARKER).read_text(encoding="utf-8") or "{}")
-        except (OSError, json.JSONDecodeError):
-            break
+        done = runs.read_summary(current)
         flops, seconds = done.get("train_flops"), done.get("train_seconds")
         if first:
             out.update(train_steps=float(done.get("global_step", nan)), train_flops=float(flops if flops is not None else nan),
@@ -484,22 +480,11 @@ def run_compute(run_dir: str | os.PathLike[str] | None) -> dict[str, float]:
             first = False
         totals[0] += float(flops or 0.0) + float(done.get("vision_warmup_flops") or 0.0)
         totals[1] += float(seconds or 0.0)
-        init = _init_model(current)
+        init = str(read_params(current).get("init_model") or "")
         current = Path(init).parent if init and Path(init).name == "model" else None
     if not first:
         out.update(total_flops=totals[0], total_seconds=totals[1])
     return out
-
-
-def _init_model(run_dir: Path) -> str:
-    import yaml
-
-    path = run_dir / "params.yaml"
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) if path.exists() else {}
-    except yaml.YAMLError:
-        return ""
-    return str((data or {}).get("init_model") or "") if isinstance(data, dict) else ""
 
 
 def models_frame(specs: Sequence[Any]) -> pd.DataFrame:

@@ -211,7 +211,7 @@ def read_run(run_dir: str | os.PathLike[str], *, running: bool = False, now: flo
     done = runs.is_complete(run_dir)
     if done:
         info.status = "done"
-        info.numbers = _scalars(_read_json(run_dir / runs.DONE_MARKER))
+        info.numbers = _scalars(runs.read_summary(run_dir))
     elif running or (not ended and not info.error and now - latest_change < RUNNING_WINDOW_S and latest_change > 0):
         info.status = "running"
     else:

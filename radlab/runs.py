@@ -176,6 +176,15 @@ def mark_complete(run_dir: str | os.PathLike[str], summary: Mapping[str, Any] | 
     return write_json(marker, dict(summary or {}))
 
 
+def read_summary(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The JSON summary in a run's ``DONE`` marker (``{}`` when absent or unreadable)."""
+    try:
+        data = json.loads((Path(run_dir) / DONE_MARKER).read_text(encoding="utf-8") or "{}")
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def clear_complete(run_dir: str | os.PathLike[str]) -> None:
     """Remove the ``DONE`` marker so a rerun is not skipped."""
     marker = Path(run_dir) / DONE_MARKER
