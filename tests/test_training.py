@@ -512,3 +512,65 @@ def test_vision_warmup_trains_only_the_vision_side_and_is_cached(data_root: Path
     # Other settings are another cache entry.
     third = warm_start_vision(again, proc, data_dir, tmp_path / "m", tmp_path / "cache", **{**kw, "steps": 2})
     assert third["cache"] == "miss" and third["key"] != first["key"]
+
+
+# ----------------------------------------------------------------------------------------------
+# per-module learning rate
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scale", [0.1, 0.0, 1.0])
+def test_vision_lr_scale_splits_the_optimizer(tmp_path: Path, scale: float) -> None:
+    """The trainer's own optimizer, with the vision side at ``scale`` x the rate (0 = frozen), and a
+    scheduler that keeps the ratio through warm-up."""
+    from transformers import Trainer, TrainingArguments
+
+    from radlab.models import build_tiny_qwen3vl, load_model_and_processor
+    from radlab.training.common import trainer_with_vision_lr, vision_parameter_names
+
+    build_tiny_qwen3vl(tmp_path / "m", "tiny")
+    model, _ = load_model_and_processor(str(tmp_path / "m"), lora=None, dtype="float32", device="cpu")
+    vision = set(vision_parameter_names(model))
+    assert vision and all(".visual." in n for n in vision)
+    assert {n for n, _ in model.named_parameters() if ".merger." in n or "deepstack" in n} <= vision
+    args = TrainingArguments(output_dir=str(tmp_path / "o"), learning_rate=1e-3, weight_decay=0.01, warmup_steps=10,
+                             lr_scheduler_type="constant_with_warmup", use_cpu=True, report_to=[])
+    trainer = trainer_with_vision_lr(Trainer, model, scale)(model=model, args=args)
+    trainer.create_optimizer_and_scheduler(num_training_steps=20)
+    by_id = {id(p): n for n, p in model.named_parameters()}
+    lrs: dict[str, float] = {}
+    for g in trainer.optimizer.param_groups:
+        for p in g["params"]:
+            lrs[by_id[id(p)]] = g["initial_lr"]  # the peak: lr itself starts at 0 (warm-up)
+    expected_vision = 1e-3 * scale
+    assert all(lrs[n] == pytest.approx(1e-3) for n in lrs if n not in vision)
+    if scale == 0.0:
+        assert not vision & lrs.keys()
+        assert not any(p.requires_grad for n, p in model.named_parameters() if n in vision)
+    else:
+        assert vision <= lrs.keys() and all(lrs[n] == pytest.approx(expected_vision) for n in vision)
+    # Weight decay stays per group (norms and biases none) after the split.
+    decay = {by_id[id(p)]: g["weight_decay"] for g in trainer.optimizer.param_groups for p in g["params"]}
+    assert decay["model.language_model.layers.0.mlp.up_proj.weight"] == 0.01
+    assert decay["model.language_model.norm.weight"] == 0.0
+    for _ in range(5):
+        trainer.lr_scheduler.step()
+    # Half-way through warm-up both groups are at half their own peak.
+    assert sorted({round(g["lr"], 12) for g in trainer.optimizer.param_groups}) == sorted(
+        {round(0.5e-3, 12), round(0.5 * expected_vision, 12)} - ({0.0} if scale == 0.0 else set()))
+
+
+def test_vision_lr_scale_needs_a_vision_side() -> None:
+    import torch
+    from transformers import Trainer
+
+    from radlab.training.common import trainer_with_vision_lr
+
+    with pytest.raises(ParamError, match="vision_lr_scale"):
+        trainer_with_vision_lr(Trainer, torch.nn.Linear(2, 2), 0.5)
+    assert trainer_with_vision_lr(Trainer, torch.nn.Linear(2, 2), 1.0) is Trainer
+
+    from radlab.params import SFTParams
+
+    with pytest.raises(ParamError, match="vision_lr_scale"):
+        SFTParams(experiment="t", vision_lr_scale=-1.0)

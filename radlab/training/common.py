@@ -302,6 +302,69 @@ def resume_checkpoint(params: TrainingParams, run_dir: str | os.PathLike[str]) -
 
 
 # --------------------------------------------------------------------------------------------
+# per-module learning rate
+# --------------------------------------------------------------------------------------------
+
+# Parameter names of the vision side (encoder and its mergers/projector) across VLM families:
+# Qwen2/2.5/3-VL ``model.visual.*``, LLaVA-style ``vision_tower.*`` / ``multi_modal_projector.*``,
+# Idefics/SmolVLM ``vision_model.*``; PEFT prefixes (``base_model.model.``) do not matter.
+VISION_PARAM = re.compile(r"(?:^|\.)(?:visual|vision_tower|vision_model|multi_modal_projector)\.")
+
+
+def vision_parameter_names(model: Any) -> list[str]:
+    """Names of ``model``'s vision-side parameters (:data:`VISION_PARAM`), e.g.
+    ``["model.visual.patch_embed.proj.weight", ..., "model.visual.merger.linear_fc2.bias"]``."""
+    return [n for n, _ in model.named_parameters() if VISION_PARAM.search(n)]
+
+
+def trainer_with_vision_lr(trainer_cls: type, model: Any, vision_lr_scale: float) -> type:
+    """``trainer_cls``, or a subclass whose optimizer runs the vision side at ``vision_lr_scale``
+    times each group's learning rate; ``vision_lr_scale == 0`` freezes it (``requires_grad``
+    off, so it is not in the optimizer at all).
+
+    The split happens in ``create_optimizer``, before the scheduler is built, so schedules and
+    warm-up scale both groups alike; it works under DDP and FSDP (names keep the module path).
+    Why: a warm-started (or pretrained) vision tower keeps its features while the language model
+    learns to read them, instead of being rewritten at the language model's rate.
+    """
+    if vision_lr_scale == 1.0:
+        return trainer_cls
+    names = set(vision_parameter_names(model))
+    if not names:
+        raise ParamError("parameter 'vision_lr_scale' != 1 but the model has no vision parameters "
+                         f"(looked for names matching {VISION_PARAM.pattern!r})")
+    if vision_lr_scale == 0.0:
+        for n, p in model.named_parameters():
+            if n in names:
+                p.requires_grad_(False)
+        return trainer_cls
+
+    class VisionLRTrainer(trainer_cls):  # type: ignore[misc, valid-type]
+        def create_optimizer(self, model: Any = None) -> Any:
+            fresh = self.optimizer is None
+            opt = super().create_optimizer(model)
+            if fresh:
+                split_vision_groups(opt, self.model if model is None else model, vision_lr_scale)
+            return opt
+
+    VisionLRTrainer.__name__ = VisionLRTrainer.__qualname__ = f"{trainer_cls.__name__}WithVisionLR"
+    return VisionLRTrainer
+
+
+def split_vision_groups(optimizer: Any, model: Any, scale: float) -> None:
+    """Split every param group of a fresh (never stepped) ``optimizer`` into its vision part, at
+    ``scale`` x the group's ``lr``, and the rest; other group settings (weight decay) are kept."""
+    vision = {id(p) for n, p in model.named_parameters() if VISION_PARAM.search(n)}
+    groups = []
+    for g in optimizer.param_groups:
+        parts = ([p for p in g["params"] if id(p) not in vision], [p for p in g["params"] if id(p) in vision])
+        for params, factor in zip(parts, (1.0, scale)):
+            if params:
+                groups.append({**g, "params": params, "lr": g["lr"] * factor})
+    optimizer.param_groups = groups
+
+
+# --------------------------------------------------------------------------------------------
 # callbacks
 # --------------------------------------------------------------------------------------------
 

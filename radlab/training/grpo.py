@@ -54,6 +54,7 @@ from radlab.training.common import (
     run_training,
     step_timer_callback,
     subsample,
+    trainer_with_vision_lr,
     writable,
 )
 
@@ -420,7 +421,8 @@ def train_grpo(
     budget, timer = compute_budget(params, model, processor), step_timer_callback()
     held = heldout_callback(processor, data["heldout"], funcs, params.eval_every, params.max_completion_length)
     recorder = completions_recorder(run_dir / "completions.parquet", params.completions_every, list(weights), task_of)
-    trainer = GRPOTrainer(
+    trainer_cls = trainer_with_vision_lr(GRPOTrainer, model, params.vision_lr_scale)
+    trainer = trainer_cls(
         model=model,
         reward_funcs=list(funcs),
         args=cfg,

@@ -46,6 +46,7 @@ from radlab.training.common import (
     run_training,
     step_timer_callback,
     subsample,
+    trainer_with_vision_lr,
     writable,
 )
 
@@ -169,7 +170,8 @@ def train_sft_rows(
     if params.group_by_length and LENGTH_COLUMN not in train.column_names:
         train = with_lengths(train, processor)
     keep = [c for c in ("messages", "images", LENGTH_COLUMN) if c in train.column_names]
-    trainer = SFTTrainer(
+    trainer_cls = trainer_with_vision_lr(SFTTrainer, model, params.vision_lr_scale)
+    trainer = trainer_cls(
         model=model,
         args=cfg,
         train_dataset=train.select_columns(keep),
