@@ -323,7 +323,9 @@ def trainer_with_vision_lr(trainer_cls: type, model: Any, vision_lr_scale: float
     off, so it is not in the optimizer at all).
 
     The split happens in ``create_optimizer``, before the scheduler is built, so schedules and
-    warm-up scale both groups alike; it works under DDP and FSDP (names keep the module path).
+    warm-up scale both groups alike; it works under DDP and FSDP (names keep the module path).  A
+    DeepSpeed config with its own ``optimizer`` section bypasses ``create_optimizer`` (and so this
+    scale): leave that section out and the trainer's AdamW is used.
     Why: a warm-started (or pretrained) vision tower keeps its features while the language model
     learns to read them, instead of being rewritten at the language model's rate.
     """
