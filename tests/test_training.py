@@ -554,6 +554,7 @@ def test_vision_lr_scale_splits_the_optimizer(tmp_path: Path, scale: float) -> N
     assert decay["model.language_model.layers.0.mlp.up_proj.weight"] == 0.01
     assert decay["model.language_model.norm.weight"] == 0.0
     for _ in range(5):
+        trainer.optimizer.step()  # no gradients: a no-op, but the scheduler expects it first
         trainer.lr_scheduler.step()
     # Half-way through warm-up both groups are at half their own peak.
     assert sorted({round(g["lr"], 12) for g in trainer.optimizer.param_groups}) == sorted(
