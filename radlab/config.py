@@ -35,6 +35,7 @@ from typing import Any
 import yaml
 
 from radlab import runs
+from radlab.experiment import read_params
 from radlab.params import STAGE_PARAMS, TRL_EXCLUDED, ParamError
 
 STAGES = tuple(STAGE_PARAMS)
@@ -161,7 +162,6 @@ def check_paths(params: Any, *, source: str = "parameters") -> None:
             raise ParamError(f"{source}: parameter {f.name!r}: {kind} {str(p)!r} does not exist{hint}")
 
 
-PARAMETERS_TAG = "parameters"
 INJECTED_HEADER = "# Parameters"  # papermill's injected cell starts with this comment
 
 
@@ -362,12 +362,7 @@ class StageRun:
 
     def saved_params(self) -> dict[str, Any] | None:
         """The folder's ``params.yaml`` (``None`` if absent or unreadable)."""
-        path = self.run_dir / "params.yaml"
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError):
-            return None
-        return data if isinstance(data, dict) else None
+        return read_params(self.run_dir) or None
 
     def differences(self) -> dict[str, tuple[Any, Any]]:
         """``{key: (saved, new)}`` for every parameter that differs from the folder's ``params.yaml``

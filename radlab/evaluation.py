@@ -650,15 +650,21 @@ def evaluate_all(params: AnalysisParams, specs: Sequence[ModelSpec], evalset: Ev
     timings["items_per_s"] = timings["rows"] / timings["seconds"]
     timings = timings[["model", "rows", "seconds", "items_per_s", "cached"]]
     results = results_table(per_sample, n_boot=params.n_boot, ci=params.ci, seed=params.seed)
-    evaluated = set(per_sample["model"])
-    run_labels = {s.run: s.name for s in specs if s.name in evaluated}
-    run_labels.update({m: m for m in SHORTCUT_MODELS if m in evaluated})
-    declared, skipped_pairs = resolve_comparisons(params.comparisons, run_labels)
+    declared, skipped_pairs = declared_comparisons(params, specs, per_sample)
     pairs = [(c.label_a, c.label_b) for c in declared]
     comparisons = comparisons_table(per_sample, pairs, n_boot=params.n_boot, ci=params.ci, seed=params.seed)
     paths = write_outputs(run_dir, per_sample, results, comparisons)
     paths["timings"] = runs.write_table(timings, run_dir / "timings.csv")
     return Evaluation(per_sample, results, comparisons, timings, list(specs), notes, skipped_pairs, paths, declared)
+
+
+def declared_comparisons(params: AnalysisParams, specs: Sequence[ModelSpec], per_sample: pd.DataFrame) -> tuple[list[Comparison], list[str]]:
+    """``params.comparisons`` resolved against the models in ``per_sample`` (runs by their run
+    name, shortcut baselines by theirs): ``(declared pairs, notes on pairs skipped)``."""
+    evaluated = set(per_sample["model"])
+    run_labels = {s.run: s.name for s in specs if s.name in evaluated}
+    run_labels.update({m: m for m in SHORTCUT_MODELS if m in evaluated})
+    return resolve_comparisons(params.comparisons, run_labels)
 
 
 def load_evaluation(params: AnalysisParams, specs: Sequence[ModelSpec], evalset: EvalSet,
@@ -671,10 +677,7 @@ def load_evaluation(params: AnalysisParams, specs: Sequence[ModelSpec], evalset:
     results = pd.read_csv(paths["results"])
     comparisons = pd.read_csv(paths["comparisons"])
     timings = pd.read_csv(paths["timings"]) if paths["timings"].exists() else pd.DataFrame()
-    evaluated = set(per_sample["model"])
-    run_labels = {s.run: s.name for s in specs if s.name in evaluated}
-    run_labels.update({m: m for m in SHORTCUT_MODELS if m in evaluated})
-    declared, skipped_pairs = resolve_comparisons(params.comparisons, run_labels)
+    declared, skipped_pairs = declared_comparisons(params, specs, per_sample)
     print(f"{run_dir} holds this finished analysis: returning its tables (set force=True to evaluate again)")
     return Evaluation(per_sample, results, comparisons, timings, list(specs), list(notes) + list(evalset.notes),
                       skipped_pairs, paths, declared)

@@ -306,13 +306,15 @@ def qualitative_grid(per_sample: pd.DataFrame, rows_by_key: Mapping[tuple[str, s
 
 def make_figures(per_sample: pd.DataFrame, rows_by_key: Mapping[tuple[str, str], Mapping[str, Any]],
                  exp_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str], *,
-                 thinking: Mapping[str, bool] | None = None, n_qualitative: int = 4,
+                 specs: Sequence[Any] = (), n_qualitative: int = 4,
                  seed: int = 0) -> tuple[dict[str, Any], list[str]]:
     """All figures of the analysis stage, saved under ``run_dir/figures``.
 
-    Returns ``({name: figure}, notes)``; a figure whose inputs are missing is left out and its
-    reason added to ``notes``.
+    ``specs``: the evaluated models (:class:`radlab.experiment.ModelSpec`); their runs' thinking
+    setting labels the GRPO length curves.  Returns ``({name: figure}, notes)``; a figure whose
+    inputs are missing is left out and its reason added to ``notes``.
     """
+    thinking = {s.run_dir.name: s.thinking for s in specs if s.run_dir is not None}
     made: dict[str, Any] = {}
     notes: list[str] = []
     for name, (fig, note) in {

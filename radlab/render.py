@@ -14,7 +14,6 @@ Everything it links is relative, so the folder can be copied or zipped and sent 
 from __future__ import annotations
 
 import html
-import json
 import math
 import os
 import time
@@ -129,14 +128,6 @@ class RunInfo:
     figures: list[Path] = field(default_factory=list)
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def _first_error(nb: Any) -> str:
     for cell in nb.get("cells", []):
         for out in cell.get("outputs", []):
@@ -158,7 +149,7 @@ def _scalars(summary: Mapping[str, Any]) -> dict[str, Any]:
 
 def _trainer_numbers(run_dir: Path) -> dict[str, Any]:
     """global_step / max_steps and the last loss or reward from ``trainer_state.json``."""
-    state = _read_json(run_dir / "trainer_state.json")
+    state = runs.read_json(run_dir / "trainer_state.json")
     if not state:
         return {}
     out: dict[str, Any] = {"global_step": state.get("global_step"), "max_steps": state.get("max_steps")}

@@ -176,13 +176,19 @@ def mark_complete(run_dir: str | os.PathLike[str], summary: Mapping[str, Any] | 
     return write_json(marker, dict(summary or {}))
 
 
-def read_summary(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """The JSON summary in a run's ``DONE`` marker (``{}`` when absent or unreadable)."""
+def read_json(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A JSON object file of a run folder (``trainer_state.json``, ``DONE``, ...); ``{}`` when the
+    file is absent, empty, unreadable or not an object."""
     try:
-        data = json.loads((Path(run_dir) / DONE_MARKER).read_text(encoding="utf-8") or "{}")
+        data = json.loads(Path(path).read_text(encoding="utf-8") or "{}")
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def read_summary(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The JSON summary in a run's ``DONE`` marker (``{}`` when absent or unreadable)."""
+    return read_json(Path(run_dir) / DONE_MARKER)
 
 
 def clear_complete(run_dir: str | os.PathLike[str]) -> None:

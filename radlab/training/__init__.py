@@ -15,6 +15,7 @@ from typing import Any
 from radlab.training.cold_start import (
     READING_GUIDE,
     build_traces,
+    cold_start_summary,
     load_cold_start_model,
     run_cold_start,
     thinking_heldout,
@@ -26,6 +27,7 @@ from radlab.training.grpo import (
     build_rewards,
     completions_table,
     grpo_config,
+    grpo_summary,
     heldout_scores,
     load_grpo_data,
     load_grpo_model,
@@ -39,6 +41,7 @@ from radlab.training.sft import (
     run_sft,
     sample_generations,
     sft_config,
+    sft_summary,
     train_sft,
 )
 
@@ -51,8 +54,8 @@ STAGE_RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {
 
 __all__ = [
     "STAGE_RUNNERS", "READING_GUIDE", "TrainResult", "build_rewards", "build_traces", "checkpoints",
-    "completions_table", "grpo_config", "heldout_scores", "image_dependence", "load_cold_start_model",
+    "cold_start_summary", "completions_table", "grpo_config", "grpo_summary", "heldout_scores", "image_dependence", "load_cold_start_model",
     "load_grpo_data", "load_grpo_model", "load_sft_data", "load_sft_model", "run_cold_start", "run_grpo", "run_sft",
-    "sample_generations", "setup_runtime", "sft_config", "thinking_heldout", "tidy_log_history", "train_cold_start",
+    "sample_generations", "setup_runtime", "sft_config", "sft_summary", "thinking_heldout", "tidy_log_history", "train_cold_start",
     "train_grpo", "train_sft", "verify_traces",
 ]

@@ -494,8 +494,13 @@ def run_cold_start(params: ColdStartParams, run_dir: str | os.PathLike[str]) -> 
     kept, counts = verify_traces(params, run_dir, traces)
     model, processor, _ = load_cold_start_model(params, run_dir)
     result = train_cold_start(params, run_dir, model, processor, kept)
-    summary = result.summary()
-    summary.update(traces_kept=int(counts["kept"].sum()), traces_dropped=int(counts["dropped"].sum()))
     if is_main_process():
         sample_generations(params, run_dir, result.model, processor, thinking_heldout(params))
-    return summary
+    return cold_start_summary(result, counts)
+
+
+def cold_start_summary(result: TrainResult, verification: pd.DataFrame) -> dict[str, Any]:
+    """The cold-start run's ``DONE`` summary (notebook and CLI alike): the trainer's plus the traces
+    kept and dropped by :func:`verify_traces` (its per-task ``kept`` / ``dropped`` counts)."""
+    return {**result.summary(), "traces_kept": int(verification["kept"].sum()),
+            "traces_dropped": int(verification["dropped"].sum())}

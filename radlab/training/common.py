@@ -24,7 +24,6 @@ run in progress (:func:`writable`).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -41,6 +40,7 @@ import pandas as pd
 from radlab import runs
 from radlab.config import StageRun
 from radlab.params import ParamError, TrainingParams
+from radlab.training.compute import VISION_PARAM
 
 CHECKPOINTS = "checkpoints"
 _CKPT_RE = re.compile(r"^checkpoint-(\d+)$")
@@ -304,12 +304,6 @@ def resume_checkpoint(params: TrainingParams, run_dir: str | os.PathLike[str]) -
 # --------------------------------------------------------------------------------------------
 # per-module learning rate
 # --------------------------------------------------------------------------------------------
-
-# Parameter names of the vision side (encoder and its mergers/projector) across VLM families:
-# Qwen2/2.5/3-VL ``model.visual.*``, LLaVA-style ``vision_tower.*`` / ``multi_modal_projector.*``,
-# Idefics/SmolVLM ``vision_model.*``; PEFT prefixes (``base_model.model.``) do not matter.
-VISION_PARAM = re.compile(r"(?:^|\.)(?:visual|vision_tower|vision_model|multi_modal_projector)\.")
-
 
 def vision_parameter_names(model: Any) -> list[str]:
     """Names of ``model``'s vision-side parameters (:data:`VISION_PARAM`), e.g.
@@ -639,9 +633,8 @@ def finished_result(run_dir: str | os.PathLike[str], model: Any,
     ``figure`` redraws the curves (nothing is saved: the folder is finished).
     """
     run_dir = Path(run_dir)
-    done = json.loads((run_dir / runs.DONE_MARKER).read_text(encoding="utf-8") or "{}")
-    state_path = run_dir / "trainer_state.json"
-    state = json.loads(state_path.read_text(encoding="utf-8")) if state_path.exists() else {}
+    done = runs.read_summary(run_dir)
+    state = runs.read_json(run_dir / "trainer_state.json")
     log_path = run_dir / "log_history.csv"
     frame = (pd.read_csv(log_path) if log_path.exists() and log_path.stat().st_size
              else pd.DataFrame(columns=["step", "epoch", "metric", "value"]))

@@ -28,6 +28,7 @@ a compute budget therefore refuses ``use_vllm`` (see ``GRPOParams``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -54,10 +55,17 @@ def _numel(p: Any) -> int:
     return int(getattr(p, "ds_numel", 0) or p.numel())
 
 
+# Parameter names of the vision side (encoder and its mergers/projector) across VLM families:
+# Qwen2/2.5/3-VL ``model.visual.*``, LLaVA-style ``vision_tower.*`` / ``multi_modal_projector.*``,
+# Idefics/SmolVLM ``vision_model.*``; PEFT prefixes (``base_model.model.``) do not matter.  The FLOP
+# count and the per-module learning rate (``training.common.trainer_with_vision_lr``) share it.
+VISION_PARAM = re.compile(r"(?:^|\.)(?:visual|vision_tower|vision_model|multi_modal_projector)\.")
+
+
 def param_counts(model: Any) -> ParamCounts:
     """Split ``model``'s parameters into vision, LM head and the rest of the language model.
 
-    Vision: names containing ``visual``; head: ``lm_head``; the token embedding table
+    Vision: names matching :data:`VISION_PARAM`; head: ``lm_head``; the token embedding table
     (``embed_tokens``) is dropped.  Works through PEFT and DDP wrappers (names only).
     """
     lang = lang_t = head = head_t = vis = vis_t = 0
@@ -65,7 +73,7 @@ def param_counts(model: Any) -> ParamCounts:
         n, trainable = _numel(p), bool(p.requires_grad)
         if "embed_tokens" in name:
             continue
-        if "visual" in name:
+        if VISION_PARAM.search(name):
             vis += n
             vis_t += n * trainable
         elif "lm_head" in name:

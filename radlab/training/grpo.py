@@ -418,10 +418,11 @@ def train_grpo(
     left_pad_prompts(processor)
     train = data["train"]
     task_of = {message_text(p[-1]): t for p, t in zip(train["prompt"], train["task"])} if "task" in train.column_names else {}
+    # Before the compute budget: a frozen vision side (scale 0) is then counted as not trained.
+    trainer_cls = trainer_with_vision_lr(GRPOTrainer, model, params.vision_lr_scale)
     budget, timer = compute_budget(params, model, processor), step_timer_callback()
     held = heldout_callback(processor, data["heldout"], funcs, params.eval_every, params.max_completion_length)
     recorder = completions_recorder(run_dir / "completions.parquet", params.completions_every, list(weights), task_of)
-    trainer_cls = trainer_with_vision_lr(GRPOTrainer, model, params.vision_lr_scale)
     trainer = trainer_cls(
         model=model,
         reward_funcs=list(funcs),
@@ -490,8 +491,14 @@ def run_grpo(params: GRPOParams, run_dir: str | os.PathLike[str]) -> dict[str, A
     model, processor, _ = load_grpo_model(params, run_dir)
     funcs, weights = build_rewards(params)
     result = train_grpo(params, run_dir, model, processor, data, funcs, weights)
+    scores = heldout_scores(params, run_dir, result.model, processor, data, funcs) if is_main_process() else None
+    return grpo_summary(result, scores)
+
+
+def grpo_summary(result: TrainResult, scores: pd.DataFrame | None) -> dict[str, Any]:
+    """The GRPO run's ``DONE`` summary (notebook and CLI alike): the trainer's plus the held-out
+    reward means of :func:`heldout_scores` (``heldout_<task>_<reward>``); NaN becomes ``None``."""
     summary = result.summary()
-    if is_main_process():
-        scores = heldout_scores(params, run_dir, result.model, processor, data, funcs)
+    if scores is not None:
         summary.update({f"heldout_{r.task}_{r.reward}": round(r.mean, 5) for r in scores.itertuples()})
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in summary.items()}

@@ -16,7 +16,6 @@ Rows (TRL conversational SFT): ``{"messages": [user: [image, text], assistant: [
 from __future__ import annotations
 
 import copy
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -166,11 +165,12 @@ def train_sft_rows(
         return finished_result(run_dir, model, figure)
     resume_from = resume_checkpoint(params, run_dir)
     cfg = sft_config(params, run_dir)
+    # Before the compute budget: a frozen vision side (scale 0) is then counted as not trained.
+    trainer_cls = trainer_with_vision_lr(SFTTrainer, model, params.vision_lr_scale)
     budget, timer = compute_budget(params, model, processor), step_timer_callback()
     if params.group_by_length and LENGTH_COLUMN not in train.column_names:
         train = with_lengths(train, processor)
     keep = [c for c in ("messages", "images", LENGTH_COLUMN) if c in train.column_names]
-    trainer_cls = trainer_with_vision_lr(SFTTrainer, model, params.vision_lr_scale)
     trainer = trainer_cls(
         model=model,
         args=cfg,
@@ -357,16 +357,25 @@ def run_sft(params: SFTParams, run_dir: str | os.PathLike[str]) -> dict[str, Any
     data = load_sft_data(params)
     model, processor, _ = load_sft_model(params, run_dir, data)
     result = train_sft(params, run_dir, model, processor, data)
+    if not is_main_process():
+        return result.summary()
+    gens = sample_generations(params, run_dir, result.model, processor, data)
+    dep = image_dependence(params, run_dir, result.model, processor, data)
+    return sft_summary(result, run_dir, gens, dep)
+
+
+def sft_summary(result: TrainResult, run_dir: str | os.PathLike[str], generations: pd.DataFrame,
+                dependence: pd.DataFrame) -> dict[str, Any]:
+    """The SFT run's ``DONE`` summary (notebook and CLI alike): the trainer's
+    (:meth:`TrainResult.summary`), the number of sample generations, the held-out image-loss gap
+    (:func:`image_dependence`'s ``shuffled_minus_true`` row; ``None`` when skipped) and the vision
+    warm start's summary and FLOPs (the warm start is training compute of this run too, also when it
+    came from the cache: the analysis adds ``vision_warmup_flops`` to the run's compute)."""
     summary = result.summary()
-    if is_main_process():
-        gens = sample_generations(params, run_dir, result.model, processor, data)
-        dep = image_dependence(params, run_dir, result.model, processor, data)
-        summary["generations"] = len(gens)
-        if (Path(run_dir) / WARMUP_FILE).exists():
-            warm = json.loads((Path(run_dir) / WARMUP_FILE).read_text())
-            summary["vision_warmup"] = {k: warm.get(k) for k in ("cache", "key", "steps", "seconds", "final_loss", "flops")}
-            # The warm start is training compute of this run too (also when it came from the cache).
-            summary["vision_warmup_flops"] = float(warm.get("flops") or 0.0)
-        if len(dep):
-            summary["image_loss_gap"] = round(float(dep["mean_loss"].iloc[2]), 5)
+    summary["generations"] = len(generations)
+    warm = runs.read_json(Path(run_dir) / WARMUP_FILE)
+    if warm:
+        summary["vision_warmup"] = {k: warm.get(k) for k in ("cache", "key", "steps", "seconds", "final_loss", "flops")}
+        summary["vision_warmup_flops"] = float(warm.get("flops") or 0.0)
+    summary["image_loss_gap"] = round(float(dependence["mean_loss"].iloc[-1]), 5) if len(dependence) else None
     return summary

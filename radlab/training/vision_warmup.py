@@ -39,6 +39,8 @@ from typing import Any
 import numpy as np
 
 from radlab import runs
+from radlab.training.common import load_data_split
+from radlab.training.compute import ParamCounts, forward_flops, param_counts
 
 VERSION = "vision-warmup/1"
 SIDES = ("left", "right")
@@ -133,14 +135,12 @@ def warm_start_vision(
     Summary: ``{"cache": "hit"|"miss", "key", "steps", "labels", "seconds", "final_loss", "flops",
     "train_f1": {label: F1 on the last 10% of records, held back from the warm start}}``.
     """
-    import datasets
     import torch
     from PIL import Image
     from safetensors.torch import load_file, save_file
 
     t0 = time.perf_counter()
-    records_dd = datasets.load_from_disk(str(Path(data_dir) / "records" / "dataset"))
-    records = records_dd["train"].to_list()
+    records = load_data_split(data_dir, "records/dataset")["train"].to_list()
     paths = [Path(data_dir) / r["image_path"] for r in records]
     labels, y, box_names, boxes, bmask = targets(records)
     settings = {"steps": steps, "learning_rate": learning_rate, "batch_size": batch_size, "seed": seed,
@@ -192,15 +192,16 @@ def warm_start_vision(
 
     loss_val = float("nan")
     order: list[int] = []
-    # Training compute by radlab.training.compute's rule: forward + backward of the vision side per
-    # patch (all of it trainable), 6 * N_vision * patches; the linear heads are left out (tiny).
-    n_vision = sum(p.numel() for p in visual.parameters())
+    # Training compute by radlab.training.compute's rule (forward + backward of the vision side per
+    # patch, all of it trainable); the linear heads are left out (tiny).
+    n_vision = param_counts(model).vision
+    vision_counts = ParamCounts(0, 0, 0, 0, n_vision, n_vision)
     flops = 0.0
     for step in range(steps):
         if len(order) < batch_size:
             order.extend(rng.permutation(train_idx).tolist())
         idx, order = order[:batch_size], order[batch_size:]
-        flops += 6.0 * n_vision * sum(int(pix[i].shape[0]) for i in idx)
+        flops += forward_flops(vision_counts, 0, 0, sum(int(pix[i].shape[0]) for i in idx), backward=True)
         logits, pred = forward(idx)
         loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, yt[idx])
         if box_names:
