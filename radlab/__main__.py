@@ -40,8 +40,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     if args.command == "run":
-        from radlab.config import ParamError
         from radlab.pipeline import describe, plan, resolve_paths, run_pipeline
+        from radlab.vocab import ParamError
 
         try:
             if args.dry_run:

@@ -30,6 +30,7 @@ import pandas as pd
 
 from radlab import runs
 from radlab.experiment import MODEL_ORDER, PAPER_LABELS, paper_question, read_params, reward_ablations, reward_names
+from radlab.vocab import split_list
 
 # Display order of metrics (models: radlab.experiment.MODEL_ORDER).
 REPORT_METRICS = (
@@ -319,10 +320,8 @@ def _tally(comparisons: pd.DataFrame, a: str, b: str, task: str) -> str:
 def _targeted_tasks(spec: Any) -> set[str]:
     """Tasks a GRPO run optimised: its ``tasks`` param, else inferred from its reward names."""
     tasks = spec.run_params.get("tasks") if spec.run_params else None
-    if isinstance(tasks, str) and tasks.strip():
-        return {t.strip() for t in tasks.split(",") if t.strip()}
-    if isinstance(tasks, (list, tuple)) and tasks:
-        return {str(t) for t in tasks}
+    if split_list(tasks):
+        return set(split_list(tasks))
     names = reward_names(spec.run_params or {})
     try:
         from radlab.rewards import GROUNDING_REWARDS, REPORT_REWARDS

@@ -20,14 +20,12 @@ finished outputs when the run folder already holds this very run.
 from __future__ import annotations
 
 import ast
-import contextvars
 import dataclasses
 import difflib
 import os
-import re
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,17 +34,9 @@ import yaml
 
 from radlab import runs
 from radlab.experiment import read_params
-from radlab.params import STAGE_PARAMS, TRL_EXCLUDED, ParamError
-
-STAGES = tuple(STAGE_PARAMS)
-NOTEBOOKS = {
-    "data": "00_data",
-    "sft": "01_sft",
-    "cold_start": "02_cold_start",
-    "grpo": "03_grpo",
-    "analysis": "04_analysis",
-}
-_SKIP_INPUT_CHECKS: contextvars.ContextVar[bool] = contextvars.ContextVar("radlab_skip_input_checks", default=False)
+from radlab.names import check_names
+from radlab.params import STAGE_PARAMS, TRL_EXCLUDED
+from radlab.vocab import NOTEBOOKS, STAGES, ParamError, type_name, type_ok, widen
 
 # Names an IPython kernel defines that are not parameters.
 _KERNEL_NAMES = {"In", "Out", "exit", "quit", "get_ipython", "open"}
@@ -57,36 +47,6 @@ def params_class(stage: str) -> type:
     if stage not in STAGE_PARAMS:
         raise ParamError(f"unknown stage {stage!r}; expected one of {STAGES}")
     return STAGE_PARAMS[stage]
-
-
-def _type_ok(value: Any, tp: Any) -> bool:
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return True
-    if origin in (typing.Union, types.UnionType):
-        return any(_type_ok(value, a) for a in typing.get_args(tp))
-    if tp is type(None):
-        return value is None
-    if tp is bool:
-        return isinstance(value, bool)
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if tp is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if tp is str:
-        return isinstance(value, str)
-    if origin in (list, tuple):
-        args = typing.get_args(tp)
-        if not isinstance(value, (list, tuple)):
-            return False
-        return not args or all(_type_ok(v, args[0]) for v in value)
-    if origin is dict:
-        return isinstance(value, dict)
-    return isinstance(value, tp)
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
 def _unknown_message(unknown: list[str], stage: str, fields: Mapping[str, Any]) -> str:
@@ -108,8 +68,10 @@ def validate(stage: str, values: Mapping[str, Any], *, source: str = "parameters
     """Build ``stage``'s params dataclass from ``values``; raise :class:`ParamError` on bad input.
 
     ``source`` names where the values came from (a YAML path, "notebook") for the message.
-    ``check_inputs=False`` validates keys and types only (used to parse paper-scale configs whose
-    data folders exist only on the user's cluster); dataclasses see it as ``RADLAB_SKIP_INPUT_CHECKS``.
+    Types are checked with :func:`radlab.vocab.type_ok`; names the params give (data sources,
+    rewards, annotators, ...) with :func:`radlab.names.check_names` once the dataclass is built.
+    ``check_inputs=False`` skips what looks at this machine: input paths and building the rewards
+    (used to parse paper-scale configs whose data folders exist only on the user's cluster).
     """
     cls = params_class(stage)
     hints = typing.get_type_hints(cls)
@@ -120,32 +82,20 @@ def validate(stage: str, values: Mapping[str, Any], *, source: str = "parameters
     kwargs: dict[str, Any] = {}
     for key, value in values.items():
         tp = hints[key]
-        if not _type_ok(value, tp):
+        if not type_ok(value, tp):
             raise ParamError(
-                f"{source}: parameter {key!r} must be {_type_name(tp)}, got {type(value).__name__} {value!r}"
+                f"{source}: parameter {key!r} must be {type_name(tp)}, got {type(value).__name__} {value!r}"
                 + (" (write YAML floats with a dot, e.g. 1.0e-05)" if tp is float and isinstance(value, str) else "")
             )
-        if tp is float and isinstance(value, int):
-            value = float(value)
-        kwargs[key] = value
-    token = _SKIP_INPUT_CHECKS.set(not check_inputs)
+        kwargs[key] = widen(value, tp)
     try:
         params = cls(**kwargs)
-    except ParamError as exc:
+        check_names(params, check_inputs=check_inputs)
+    except (TypeError, ValueError) as exc:  # ParamError is a ValueError
         raise ParamError(f"{source}: {exc}") from exc
-    except (TypeError, ValueError) as exc:
-        raise ParamError(f"{source}: {exc}") from exc
-    finally:
-        _SKIP_INPUT_CHECKS.reset(token)
     if check_inputs:
         check_paths(params, source=source)
     return params
-
-
-def inputs_checked() -> bool:
-    """False while :func:`validate` runs with ``check_inputs=False``; ``__post_init__`` hooks
-    that look at the file system (e.g. "run 00_data first") should skip those checks then."""
-    return not _SKIP_INPUT_CHECKS.get()
 
 
 def check_paths(params: Any, *, source: str = "parameters") -> None:
@@ -243,49 +193,6 @@ def collect(namespace: Mapping[str, Any]) -> dict[str, Any]:
             continue
         out[key] = value
     return out
-
-
-_OPTION_SEP = re.compile(r":(?=\s*[A-Za-z_][A-Za-z0-9_]*\s*=)")
-
-
-def parse_item(text: str) -> tuple[str, dict[str, Any]]:
-    """``"f1radgraph:level=complete:x=0.5"`` -> ``("f1radgraph", {"level": "complete", "x": 0.5})``.
-
-    One item of a comma-separated list (reward names, data sources): a name, then ``:key=value``
-    options.  Values are YAML scalars (``0.5`` float, ``true`` bool, ``complete`` str); a colon
-    not followed by ``key=`` belongs to the value (``root=C:/data``, ``url=http://host:8000``).
-    Raises :class:`ParamError` naming the item when it is malformed.
-    """
-    item = str(text).strip()
-    name, *options = _OPTION_SEP.split(item)
-    name = name.strip()
-    if not name or "=" in name or ":" in name:
-        raise ParamError(f"item {item!r}: expected 'name' or 'name:key=value:key2=value2'")
-    out: dict[str, Any] = {}
-    for option in options:
-        key, _, raw = option.partition("=")
-        key, raw = key.strip(), raw.strip()
-        if not raw:
-            raise ParamError(f"item {item!r}: option {key!r} has no value (write {key}=VALUE)")
-        if key in out:
-            raise ParamError(f"item {item!r}: option {key!r} given twice")
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError as exc:
-            raise ParamError(f"item {item!r}: option {key!r}: {raw!r} is not a YAML scalar") from exc
-        if isinstance(value, (dict, list)):
-            raise ParamError(f"item {item!r}: option {key!r}: {raw!r} must be a scalar, not a {type(value).__name__}")
-        out[key] = value
-    return name, out
-
-
-def parse_items(text: str | Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
-    """``"a,b:k=v,c"`` (or ``["a", "b:k=v"]``) -> ``[("a", {}), ("b", {"k": "v"}), ("c", {})]``.
-
-    Blank items are dropped; option values cannot hold commas (the item separator).
-    """
-    parts = text.split(",") if isinstance(text, str) else [str(t) for t in text]
-    return [parse_item(p) for p in parts if p.strip()]
 
 
 def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:

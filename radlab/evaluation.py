@@ -42,11 +42,9 @@ from radlab.data.schema import CHEXPERT14
 from radlab.experiment import Comparison, ModelSpec, discover_models, resolve_comparisons
 from radlab.formats import answer_text, format_boxes
 from radlab.generation import GENERATION_VERSION, Generation, generate
-from radlab.params import AnalysisParams, ParamError
+from radlab.params import AnalysisParams
 from radlab.shortcuts import SHORTCUT_MODELS
-
-TASKS = ("report", "grounding")
-
+from radlab.vocab import TASKS, ParamError
 
 # ----------------------------------------------------------------------------------------------
 # Evaluation rows
@@ -62,12 +60,10 @@ def load_eval_dataset(data_dir: str | os.PathLike[str], split: str = "test") -> 
     Only ``eval/`` is read (not the SFT/GRPO sets), so an analysis can run against a data folder
     that holds just the evaluation split.
     """
-    import datasets
+    from radlab.data.build import load_data_split
 
+    ev = load_data_split(data_dir, "eval")
     path = Path(data_dir) / "eval"
-    if not path.is_dir():
-        raise ParamError(f"data_dir: {path} does not exist; run notebooks/00_data.ipynb (the data stage) first")
-    ev = datasets.load_from_disk(str(path))
     if hasattr(ev, "keys"):
         if split not in ev:
             raise ParamError(f"eval_split: {split!r} not in {path} (has {list(ev.keys())})")
@@ -165,19 +161,12 @@ def load_eval_set(params: AnalysisParams) -> EvalSet:
 def switch_thinking(row: Mapping[str, Any], thinking: bool) -> dict[str, Any]:
     """A copy of an eval row with its prompt in the thinking (or plain) form.
 
-    The same rule as :func:`radlab.data.tasks.with_thinking`: the text parts lose any trailing
-    ``THINK_TRIGGER`` and get it back when ``thinking``.  Marks the copy ``_switched``.
+    The data stage's rule (:func:`radlab.data.tasks.thinking_row`, as
+    :func:`~radlab.data.tasks.with_thinking` applies it to a dataset).  Marks the copy ``_switched``.
     """
-    from radlab.data.tasks import THINK_TRIGGER
+    from radlab.data.tasks import thinking_row
 
-    msgs = []
-    for msg in row["prompt"]:
-        parts = msg["content"]
-        if isinstance(parts, list):
-            parts = [{**p, "text": p["text"].removesuffix(THINK_TRIGGER) + (THINK_TRIGGER if thinking else "")}
-                     if p.get("type") == "text" and isinstance(p.get("text"), str) else p for p in parts]
-        msgs.append({**msg, "content": parts})
-    return {**row, "prompt": msgs, "thinking": bool(thinking), "_switched": True}
+    return {**thinking_row(row, thinking), "_switched": True}
 
 
 def eval_fingerprint(rows: Sequence[Mapping[str, Any]]) -> str:
@@ -706,7 +695,7 @@ def settings_of(params: AnalysisParams, spec: ModelSpec) -> dict[str, Any]:
 
 
 __all__ = [
-    "COMPARISONS_COLUMNS", "DIAGNOSTICS", "EvalSet", "Evaluation", "RESULTS_COLUMNS", "TASKS", "comparisons_table",
+    "COMPARISONS_COLUMNS", "DIAGNOSTICS", "EvalSet", "Evaluation", "RESULTS_COLUMNS", "comparisons_table",
     "discover_models", "eval_fingerprint", "evaluate_all", "load_evaluation", "evaluate_model", "extract_answer", "generation_frame",
     "generation_key", "load_eval_dataset", "load_eval_set", "predictions_frame", "reference_text", "results_table",
     "score_rows", "select_indices", "settings_of", "shortcut_frames", "summary_metrics", "switch_thinking",

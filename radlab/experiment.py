@@ -16,8 +16,8 @@ An experiment's trained models are found from its run folders, not from a fixed 
 * :func:`reward_ablations` finds Table 3's groups: GRPO runs with the same start and thinking
   setting that use two or more reward settings; each run's other differences from the group's
   reference run (``top_k=5``) are listed, not hidden.
-* Comparisons are pairs of *run names* (``grpo-sft``): :data:`PAPER_COMPARISONS` are the paper's
-  questions and the analysis default; :func:`resolve_comparisons` checks a declared list against
+* Comparisons are pairs of *run names* (``grpo-sft``): :data:`radlab.params.PAPER_COMPARISONS` are
+  the paper's questions and the analysis default; :func:`resolve_comparisons` checks a declared list against
   the evaluated models and maps it to labels.
 """
 
@@ -30,10 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from radlab import runs
+from radlab.vocab import TRAINING_STAGES, ParamError, split_list
 
 # The model an SFT run started from (``sft/base_model`` or its hub checkpoint): a pseudo-run.
 BASE = "base"
-THINK_REWARD = "think_format"
 # Params that choose a GRPO run's rewards: what Table 3 compares.
 REWARD_KEYS = frozenset({"reward_names", "reward_weights", "annotator"})
 # Params that say nothing about what was trained (names, places, bookkeeping).
@@ -41,8 +41,8 @@ BOOKKEEPING_KEYS = frozenset({"run_name", "experiment", "output_root", "stage", 
                               "dataloader_num_workers", "logging_steps", "save_steps", "save_total_limit",
                               "eval_every", "eval_rows", "completions_every"})
 
-# The paper's runs as params files would declare them (run name -> params), and its questions as
-# pairs of run names.  The analysis compares these by default.
+# The paper's runs as params files would declare them (run name -> params); its questions are
+# radlab.params.PAPER_COMPARISONS (the analysis default), pairs of these run names.
 PAPER_RUNS: dict[str, dict[str, Any]] = {
     "sft": {"stage": "sft"},
     "sft_more": {"stage": "sft", "init_run": "sft"},
@@ -50,33 +50,6 @@ PAPER_RUNS: dict[str, dict[str, Any]] = {
     "grpo": {"stage": "grpo"},
     "grpo_think": {"stage": "grpo", "thinking": True},
 }
-PAPER_COMPARISONS: tuple[tuple[str, str, str], ...] = (
-    ("grpo", "sft", "RL vs SFT"),
-    ("grpo", "sft_more", "RL vs compute-matched SFT"),
-    ("grpo_think", "grpo", "thinking vs no thinking (after RL)"),
-    ("grpo_think", "cold_start", "RL on the thinking model"),
-    ("cold_start", "sft", "cold start vs SFT"),
-    ("sft", BASE, "SFT vs base"),
-    ("sft", "text_only", "SFT vs text-only prior"),
-    ("sft", "shuffled_image", "SFT vs shuffled image"),
-)
-# The analysis params' default ``comparisons``: the paper's pairs, ``a-b`` items.
-PAPER_COMPARISONS_SPEC = ",".join(f"{a}-{b}" for a, b, _ in PAPER_COMPARISONS)
-
-
-def _param_error(message: str) -> Exception:
-    # radlab.params imports this module (the comparisons default), so its ParamError is looked up late.
-    from radlab.params import ParamError
-
-    return ParamError(message)
-
-
-def _items(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [v.strip() for v in value.split(",") if v.strip()]
-    if isinstance(value, (list, tuple)):
-        return [str(v).strip() for v in value if str(v).strip()]
-    return []
 
 
 def reward_names(run_params: Mapping[str, Any]) -> list[str]:
@@ -85,27 +58,26 @@ def reward_names(run_params: Mapping[str, Any]) -> list[str]:
     A params dict without them (a hand-written one) gets the stage's defaults for its ``tasks``
     and ``thinking``, as :class:`radlab.params.GRPOParams` fills them in.
     """
-    names = _items(run_params.get("reward_names"))
+    names = split_list(run_params.get("reward_names"))
     return names or default_rewards(run_params)
 
 
 def default_rewards(run_params: Mapping[str, Any]) -> list[str]:
     """The rewards a GRPO run gets when its params name none (as :class:`radlab.params.GRPOParams` fills them)."""
-    from radlab.params import DEFAULT_REWARDS
+    from radlab.params import default_reward_names
 
-    tasks = _items(run_params.get("tasks", "report,grounding")) or ["report", "grounding"]
-    return [DEFAULT_REWARDS[t] for t in tasks if t in DEFAULT_REWARDS] + (
-        [THINK_REWARD] if run_params.get("thinking") else [])
+    tasks = split_list(run_params.get("tasks", "report,grounding")) or ["report", "grounding"]
+    return default_reward_names(tasks, bool(run_params.get("thinking")))
 
 
 def reward_tag(run_params: Mapping[str, Any]) -> str:
     """What a GRPO run's label shows in brackets: ``""`` for the default rewards, else its report
     reward(s) (``bleu``, ``f1radgraph:level=complete``), else the other non-default items."""
-    names = _items(run_params.get("reward_names"))
+    names = split_list(run_params.get("reward_names"))
     if not names:
         return ""  # none named: the defaults
     default = default_rewards(run_params)
-    weights = [float(w) for w in _items(run_params.get("reward_weights"))] or [1.0] * len(names)
+    weights = [float(w) for w in split_list(run_params.get("reward_weights"))] or [1.0] * len(names)
     if names == default and all(w == 1.0 for w in weights):
         return ""
     from radlab.rewards import REPORT_REWARDS
@@ -189,6 +161,8 @@ MODEL_ORDER = (BASE, *(PAPER_LABELS[r] for r in ("sft", "sft_more", "grpo", "col
 
 def paper_question(label_a: str, label_b: str) -> str:
     """The paper's question for a pair of paper labels, else ``"<a> vs <b>"``."""
+    from radlab.params import PAPER_COMPARISONS
+
     lab = {**PAPER_LABELS, BASE: BASE, "text_only": "text_only", "shuffled_image": "shuffled_image"}
     for a, b, q in PAPER_COMPARISONS:
         if (lab[a], lab[b]) == (label_a, label_b):
@@ -241,8 +215,6 @@ def read_params(run_dir: Path) -> dict[str, Any]:
 
 def read_runs(exp_dir: Path) -> dict[str, dict[str, Any]]:
     """Run name -> params of every training run folder of ``exp_dir`` (``stage`` in :data:`TRAINING_STAGES`)."""
-    from radlab.params import TRAINING_STAGES
-
     out: dict[str, dict[str, Any]] = {}
     if not exp_dir.is_dir():
         return out
@@ -279,19 +251,16 @@ def _looks_like_hub_id(path: str) -> bool:
 
 def names_list(spec: str) -> list[str]:
     """``"base, sft,,grpo" -> ["base", "sft", "grpo"]`` (order kept, duplicates dropped)."""
-    return list(dict.fromkeys(_items(spec)))
+    return list(dict.fromkeys(split_list(spec)))
 
 
 def parse_model_dirs(spec: str) -> dict[str, str]:
     """``"sft=/x/model, base=radlab:small" -> {"sft": "/x/model", "base": "radlab:small"}``."""
     out: dict[str, str] = {}
-    for part in spec.split(","):
-        part = part.strip()
-        if not part:
-            continue
+    for part in split_list(spec):
         name, sep, path = part.partition("=")
         if not sep or not name.strip() or not path.strip():
-            raise _param_error(f"model_dirs: expected 'name=path', got {part!r}")
+            raise ParamError(f"model_dirs: expected 'name=path', got {part!r}")
         out[name.strip()] = path.strip()
     return out
 
@@ -303,7 +272,7 @@ def discover_models(params: Any) -> tuple[list[ModelSpec], list[str]]:
     A run counts when its folder has ``params.yaml`` with a training ``stage``, a ``model/`` and
     ``DONE``; an unfinished one is left out with a note.  ``base`` (the SFT start) is added when
     ``params.base``; ``model_dirs`` adds or replaces models by name.  Naming a run in ``models`` that
-    the experiment does not have is a :class:`~radlab.params.ParamError` naming it.  Returns ``(specs, notes)``.
+    the experiment does not have is a :class:`~radlab.vocab.ParamError` naming it.  Returns ``(specs, notes)``.
     """
     exp_dir = Path(params.experiment_dir)
     found = read_runs(exp_dir)
@@ -312,7 +281,7 @@ def discover_models(params: Any) -> tuple[list[ModelSpec], list[str]]:
     wanted = names_list(params.models)
     unknown = [n for n in wanted if n not in found and n not in overrides and n != BASE]
     if unknown:
-        raise _param_error(f"models: no training run {unknown} in {exp_dir} (runs found: {sorted(found) or 'none'}); "
+        raise ParamError(f"models: no training run {unknown} in {exp_dir} (runs found: {sorted(found) or 'none'}); "
                          "name run folders, or give a path in model_dirs")
     specs: list[ModelSpec] = []
     notes: list[str] = []
@@ -340,7 +309,7 @@ def discover_models(params: Any) -> tuple[list[ModelSpec], list[str]]:
         specs.append(spec)
     for name, path in overrides.items():
         if not path.startswith("radlab:") and not is_model_dir(Path(path)) and not _looks_like_hub_id(path):
-            raise _param_error(f"model_dirs: {name}={path!r} is not a model folder (no config.json)")
+            raise ParamError(f"model_dirs: {name}={path!r} is not a model folder (no config.json)")
         specs.append(ModelSpec(name, path, run=name))
     return specs, notes
 
@@ -355,27 +324,27 @@ def parse_comparisons(spec: str, known: Collection[str] = ()) -> list[tuple[str,
 
     Run names may hold a ``-`` themselves: an item is split at the one ``-`` that leaves a known
     name on both sides (with no ``known``, at the first ``-``).  A malformed item, or one whose
-    names are not known, is a :class:`~radlab.params.ParamError` naming it.
+    names are not known, is a :class:`~radlab.vocab.ParamError` naming it.
     """
     out: list[tuple[str, str]] = []
-    for item in _items(spec):
+    for item in split_list(spec):
         cuts = [m.start() for m in re.finditer("-", item)]
         if not cuts:
-            raise _param_error(f"comparisons: {item!r} is not a pair 'run_a-run_b'")
+            raise ParamError(f"comparisons: {item!r} is not a pair 'run_a-run_b'")
         pairs = [(item[:c].strip(), item[c + 1:].strip()) for c in cuts]
         pairs = [(a, b) for a, b in pairs if a and b]
         if not pairs:
-            raise _param_error(f"comparisons: {item!r} is not a pair 'run_a-run_b'")
+            raise ParamError(f"comparisons: {item!r} is not a pair 'run_a-run_b'")
         if known:
             good = [(a, b) for a, b in pairs if a in known and b in known]
             if len(good) != 1:
                 a, b = pairs[0]
                 missing = [n for n in (a, b) if n not in known] or [item]
                 why = "is ambiguous" if good else f"names {', '.join(repr(m) for m in missing)}, which is not an evaluated model"
-                raise _param_error(f"comparisons: {item!r} {why} (evaluated: {', '.join(sorted(known))})")
+                raise ParamError(f"comparisons: {item!r} {why} (evaluated: {', '.join(sorted(known))})")
             pairs = good
         if pairs[0][0] == pairs[0][1]:
-            raise _param_error(f"comparisons: {item!r} compares a model with itself")
+            raise ParamError(f"comparisons: {item!r} compares a model with itself")
         out.append(pairs[0])
     return out
 
@@ -394,12 +363,14 @@ class Comparison:
 def resolve_comparisons(spec: str, run_labels: Mapping[str, str]) -> tuple[list[Comparison], list[str]]:
     """The declared comparisons, checked against the evaluated models (``run name -> label``).
 
-    The paper's default list (:data:`PAPER_COMPARISONS_SPEC`) skips a pair whose run is missing
+    The paper's default list (:data:`radlab.params.PAPER_COMPARISONS_SPEC`) skips a pair whose run is missing
     with a note; in any other list a pair naming a run that was not evaluated is a
-    :class:`~radlab.params.ParamError` naming it.  Returns ``(comparisons, notes)``.
+    :class:`~radlab.vocab.ParamError` naming it.  Returns ``(comparisons, notes)``.
     """
+    from radlab.params import PAPER_COMPARISONS, PAPER_COMPARISONS_SPEC
+
     notes: list[str] = []
-    if _items(spec) == _items(PAPER_COMPARISONS_SPEC):
+    if split_list(spec) == split_list(PAPER_COMPARISONS_SPEC):
         pairs = []
         for a, b, _ in PAPER_COMPARISONS:
             missing = [n for n in (a, b) if n not in run_labels]
@@ -444,7 +415,7 @@ def _own(value: Any, run: str) -> str:
 
 
 def _reward_setting(p: Mapping[str, Any]) -> tuple[Any, ...]:
-    return tuple(reward_names(p)), tuple(_items(p.get("reward_weights"))), p.get("annotator")
+    return tuple(reward_names(p)), tuple(split_list(p.get("reward_weights"))), p.get("annotator")
 
 
 def setting_differences(run: str, params: Mapping[str, Any], reference: str,
@@ -505,8 +476,7 @@ def reward_ablations(specs: Sequence[ModelSpec]) -> list[RewardAblation]:
 
 
 __all__ = [
-    "BASE", "Comparison", "MODEL_ORDER", "ModelSpec", "PAPER_COMPARISONS", "PAPER_COMPARISONS_SPEC",
-    "PAPER_LABELS", "PAPER_RUNS", "RewardAblation", "base_model_path", "default_rewards", "discover_models",
+    "BASE", "Comparison", "MODEL_ORDER", "ModelSpec", "PAPER_LABELS", "PAPER_RUNS", "RewardAblation", "base_model_path", "default_rewards", "discover_models",
     "init_run", "is_model_dir", "label_runs", "names_list", "paper_question", "parse_comparisons", "parse_model_dirs",
     "read_params", "read_runs", "resolve_comparisons", "reward_ablations", "reward_names", "reward_tag",
     "setting_differences",

@@ -35,6 +35,8 @@ from transformers import (
     Qwen3VLProcessor,
 )
 
+from radlab.vocab import split_list
+
 try:  # transformers picks the torchvision backend when torchvision works; PIL otherwise.
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil as _ImageProcessor
 except ImportError:  # pragma: no cover - older layouts
@@ -426,7 +428,7 @@ def lora_config(lora: dict[str, Any]) -> Any:
 
     targets: str | Sequence[str] = lora.get("target_modules", "all-linear")
     if isinstance(targets, str) and targets != "all-linear":
-        targets = [t.strip() for t in targets.split(",") if t.strip()]
+        targets = split_list(targets)
     return LoraConfig(
         r=int(lora.get("r", 16)),
         lora_alpha=int(lora.get("alpha", 32)),

@@ -6,7 +6,13 @@ that papermill ``-p`` and flat YAML files can set every one of them; field ``met
 ``help`` and, for input paths, ``path="file" | "dir"`` (must exist once derived defaults are
 filled in).  ``""`` / ``0`` mean "derive": ``__post_init__`` fills derived values (input folders
 from the experiment, the starting checkpoint from the previous run, reward lists from
-``thinking``) and rejects bad values with a :class:`ParamError` naming the field.
+``thinking``) and rejects bad values with a :class:`~radlab.vocab.ParamError` naming the field.
+
+This module is a leaf of the house: it imports :mod:`radlab.vocab`, :mod:`radlab.runs` and
+:mod:`radlab.formats`, never the data loaders, the rewards or the run graph.  Names that only
+those know (data sources and loader options, reward names and options, annotator backends,
+resize modes, comparisons and model folders) are checked by :func:`radlab.names.check_names`,
+which :func:`radlab.config.validate` calls once the dataclass is built.
 
 Every stage shares :class:`CommonParams`: ``experiment``, ``output_root``, ``seed``, ``stage``
 (the stage a params file is written for; checked against the class) and ``run_name`` (the run
@@ -24,11 +30,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import functools
 import json
-import operator
 import os
-import types
 import typing
 import warnings
 from collections.abc import Mapping
@@ -40,12 +43,7 @@ from transformers.trainer_utils import SchedulerType
 from trl import GRPOConfig, SFTConfig
 
 from radlab import formats, runs
-from radlab.data.tasks import GROUNDING_KINDS
-from radlab.experiment import PAPER_COMPARISONS_SPEC
-
-
-class ParamError(ValueError):
-    """A parameter is unknown, mistyped, or points at a missing input. Names the key/path."""
+from radlab.vocab import GROUNDING_KINDS, STAGES, TASKS, TRAINING_STAGES, ParamError, flat_type, parse_items, split_list
 
 
 def _help(text: str, **extra: Any) -> dict[str, Any]:
@@ -189,35 +187,17 @@ class DataParams(CommonParams):
             raise ParamError("at least one mix_* must be > 0")
         if self.workers < 1:
             raise ParamError(f"workers must be >= 1, got {self.workers}")
-        from radlab.data import sources  # the data stage's own module (loaders, item parsing)
-
-        if self.resize_mode not in sources.RESIZE_MODES:
-            raise ParamError(f"resize_mode must be one of {sources.RESIZE_MODES}, got {self.resize_mode!r}")
         if self.sources.strip() and self.source != PHANTOM:
             raise ParamError(f"give either source ({self.source!r}) or sources, not both: one source is a sources list of one item")
         if self.source != PHANTOM and not self.source_root:
             raise ParamError(f"source {self.source!r} needs source_root (the dataset folder)")
-        self.source_list()  # parse errors now, before any heavy work
+        # source / sources / resize_mode name the data stage's loaders and resize modes: radlab.names
+        # checks them when radlab.config.validate resolves these params.
 
     @property
     def is_phantom(self) -> bool:
         """True for the synthetic phantom data (no real source)."""
         return not self.sources.strip() and self.source == PHANTOM
-
-    def source_list(self) -> list[Any]:
-        """The real sources (``radlab.data.sources.Source``): the parsed ``sources``, or
-        ``source``/``source_root`` as one item with the global sizes and mix; ``[]`` for the phantom."""
-        from radlab.data import sources
-        from radlab.data.loaders import LOADERS
-
-        if self.sources.strip():
-            return sources.parse_sources(self.sources, sizes=self.pool_sizes(), mix=self.mix())
-        if self.source == PHANTOM:
-            return []
-        if self.source not in LOADERS:
-            raise ParamError(f"source {self.source!r}: unknown dataset; known: {sorted(LOADERS)} or 'phantom'")
-        return [sources.Source(self.source, self.source, self.source_root, self.source_limit,
-                               self.pool_sizes(), self.mix())]
 
     def mix(self) -> dict[str, float]:
         """``{"report": .., "abnormality": .., ...}`` from the ``mix_*`` fields."""
@@ -245,16 +225,6 @@ GRPO_LOSS_TYPES = ("grpo", "dapo", "dr_grpo", "bnpo", "cispo", "sapo", "luspo", 
 SCALE_REWARDS = ("group", "batch", "none")
 VLLM_MODES = ("colocate", "server")
 TRACE_SOURCES = ("phantom", "teacher_api", "teacher_local")
-TASKS = ("report", "grounding")
-# Stages whose runs write a model (<run>/model/).
-TRAINING_STAGES = ("sft", "cold_start", "grpo")
-
-
-def split_list(value: str | list[Any] | tuple[Any, ...]) -> list[str]:
-    """``"a, b,c"`` or ``["a", "b"]`` -> ``["a", "b", "c"]`` (blank items dropped)."""
-    if isinstance(value, (list, tuple)):
-        return [str(v).strip() for v in value if str(v).strip()]
-    return [v.strip() for v in str(value).split(",") if v.strip()]
 
 
 # --------------------------------------------------------------------------------------------
@@ -274,46 +244,6 @@ TRL_EXCLUDED: dict[str, str] = {
     "hub_token": "a credential: set HF_TOKEN in the environment, never in a params file",
     "parallelism_config": "not a flat value (an accelerate ParallelismConfig object); use an accelerate config file",
 }
-_SCALARS = (bool, int, float, str)
-
-
-def _flat_type(tp: Any) -> tuple[Any, str] | None:
-    """A TRL field's type as the flat literal params carry, and how to convert it back.
-
-    ``("", tp)``: as is (enums become their ``str`` values, ``Literal`` its values' types);
-    ``"list"``: a ``list[...]``-only field, written as comma-separated text; ``"json"``: a dict
-    field, written as JSON text (``'{"min_new_tokens": 4}'``).  ``None`` when it cannot be flat.
-    """
-    members = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
-    flat: list[Any] = []
-    kind, optional = "", False
-    for m in members:
-        origin = typing.get_origin(m)
-        if m is type(None):
-            optional = True
-        elif m in _SCALARS:
-            flat.append(m)
-        elif isinstance(m, type) and issubclass(m, enum.Enum):
-            flat.append(str)
-        elif origin is typing.Literal:
-            flat.extend(type(v) for v in typing.get_args(m))
-        elif m is dict or origin is dict:
-            kind = "json"
-        elif origin is list and all(a in _SCALARS or (isinstance(a, type) and issubclass(a, enum.Enum))
-                                    for a in typing.get_args(m)):
-            kind = kind or "list"
-        else:
-            return None
-    if kind == "list" and str in flat:
-        kind = ""  # a str alternative exists (report_to, debug): pass the text as it is
-    if kind:
-        flat = [str]
-    if not flat:
-        return None
-    out = functools.reduce(operator.or_, dict.fromkeys(flat))
-    return (out | None if optional else out), kind
-
-
 def _flat_default(f: dataclasses.Field[Any]) -> Any:
     if f.default_factory is not dataclasses.MISSING:
         value = f.default_factory()
@@ -350,7 +280,7 @@ def trl_fields(config_cls: type) -> Any:
         for f in dataclasses.fields(config_cls):
             if not f.init or f.name in declared or f.name in TRL_EXCLUDED:
                 continue
-            flat = _flat_type(hints[f.name])
+            flat = flat_type(hints[f.name])
             if flat is None:
                 warnings.warn(f"radlab: TRL field {config_cls.__name__}.{f.name} ({hints[f.name]}) cannot be a flat "
                               "parameter and is not in radlab.params.TRL_EXCLUDED; it keeps TRL's default",
@@ -615,7 +545,14 @@ class ColdStartParams(_SFTLikeParams):
             raise ParamError("max_traces must be >= 0 and teacher_concurrency >= 1")
 
 
+# The rewards of a GRPO run whose params name none: one per task, plus the format reward when thinking.
 DEFAULT_REWARDS = {"report": "f1radgraph", "grounding": "box_soft_f1"}
+THINK_REWARD = "think_format"
+
+
+def default_reward_names(tasks: list[str], thinking: bool) -> list[str]:
+    """``(["report", "grounding"], True)`` -> ``["f1radgraph", "box_soft_f1", "think_format"]``."""
+    return [DEFAULT_REWARDS[t] for t in tasks if t in DEFAULT_REWARDS] + ([THINK_REWARD] if thinking else [])
 
 
 @dataclass
@@ -691,7 +628,11 @@ class GRPOParams(TrainingParams):
         tasks = split_list(self.tasks)
         if not tasks or [t for t in tasks if t not in TASKS]:
             raise ParamError(f"parameter 'tasks': {self.tasks!r}; expected a comma-separated subset of {TASKS}")
-        names = self._reward_items() or [DEFAULT_REWARDS[t] for t in tasks] + (["think_format"] if self.thinking else [])
+        try:
+            parse_items(self.reward_names)  # the item syntax now; the names and options: radlab.names
+        except ParamError as exc:
+            raise ParamError(f"parameter 'reward_names': {exc}") from exc
+        names = split_list(self.reward_names) or default_reward_names(tasks, self.thinking)
         self.reward_names = names
         if isinstance(self.reward_weights, str):
             try:
@@ -720,45 +661,31 @@ class GRPOParams(TrainingParams):
                              "module); use max_steps as the budget with use_vllm=True")
         if self.vllm_mode not in VLLM_MODES:
             raise ParamError(f"parameter 'vllm_mode': {self.vllm_mode!r} not in {VLLM_MODES}")
-        from radlab.clinical.backends import ANNOTATOR_BACKENDS
-
-        if self.annotator not in ANNOTATOR_BACKENDS:
-            raise ParamError(f"parameter 'annotator': {self.annotator!r} not in {ANNOTATOR_BACKENDS}")
         if not 0.0 <= self.report_fraction < 1.0 or self.temperature <= 0 or self.max_completion_length < 1:
             raise ParamError("need 0 <= report_fraction < 1, temperature > 0, max_completion_length >= 1")
         if min(self.eval_every, self.eval_rows, self.completions_every, self.max_train_prompts) < 0:
             raise ParamError("eval_every, eval_rows, completions_every and max_train_prompts must be >= 0")
 
-    def _reward_items(self) -> list[str]:
-        """``reward_names`` parsed (``name:key=value`` items), checked against each reward's
-        constructor, as canonical item texts (``f1radgraph:level=complete``)."""
-        from radlab.config import inputs_checked, parse_items
-        from radlab.rewards import FACTORIES, check_reward_options, reward_item
-
-        out = []
-        try:
-            items = parse_items(self.reward_names)
-        except ParamError as exc:
-            raise ParamError(f"parameter 'reward_names': {exc}") from exc
-        for name, options in items:
-            if name not in FACTORIES:
-                raise ParamError(f"parameter 'reward_names': unknown reward {name!r}; available: {sorted(FACTORIES)}")
-            try:
-                options = check_reward_options(name, options)
-            except ValueError as exc:
-                raise ParamError(f"parameter 'reward_names': {exc}") from exc
-            if inputs_checked():  # the constructor checks values (and an annotator backend's availability)
-                try:
-                    FACTORIES[name](**options)
-                except Exception as exc:
-                    raise ParamError(f"parameter 'reward_names': reward {name!r}: {exc}") from exc
-            out.append(reward_item(name, options))
-        return out
-
 
 # --------------------------------------------------------------------------------------------
 # analysis
 # --------------------------------------------------------------------------------------------
+
+
+# The paper's questions as pairs of run names (radlab.experiment labels and resolves them; ``base``
+# is the SFT start, ``text_only`` and ``shuffled_image`` the shortcut baselines).  The analysis
+# compares these by default (``comparisons``: ``a-b`` items).
+PAPER_COMPARISONS: tuple[tuple[str, str, str], ...] = (
+    ("grpo", "sft", "RL vs SFT"),
+    ("grpo", "sft_more", "RL vs compute-matched SFT"),
+    ("grpo_think", "grpo", "thinking vs no thinking (after RL)"),
+    ("grpo_think", "cold_start", "RL on the thinking model"),
+    ("cold_start", "sft", "cold start vs SFT"),
+    ("sft", "base", "SFT vs base"),
+    ("sft", "text_only", "SFT vs text-only prior"),
+    ("sft", "shuffled_image", "SFT vs shuffled image"),
+)
+PAPER_COMPARISONS_SPEC = ",".join(f"{a}-{b}" for a, b, _ in PAPER_COMPARISONS)
 
 
 @dataclass
@@ -809,10 +736,6 @@ class AnalysisParams(CommonParams):
         super().__post_init__()
         if not self.data_dir:
             self.data_dir = str(self.stage_path("data"))
-        from radlab.experiment import parse_comparisons, parse_model_dirs
-
-        parse_model_dirs(self.model_dirs)
-        parse_comparisons(self.comparisons)  # the form here; the names once the models are found
         for key in ("n_eval", "n_boot", "n_qualitative"):
             if getattr(self, key) < 0:
                 raise ParamError(f"{key} must be >= 0, got {getattr(self, key)}")
@@ -821,10 +744,6 @@ class AnalysisParams(CommonParams):
                 raise ParamError(f"{key} must be >= 1, got {getattr(self, key)}")
         if not 0.0 < self.ci < 1.0:
             raise ParamError(f"ci must be in (0, 1), got {self.ci}")
-        from radlab.clinical.backends import ANNOTATOR_BACKENDS
-
-        if self.annotator not in ANNOTATOR_BACKENDS:
-            raise ParamError(f"annotator must be one of {ANNOTATOR_BACKENDS}, got {self.annotator!r}")
         if self.do_sample and self.temperature <= 0:
             raise ParamError(f"temperature must be > 0 when do_sample, got {self.temperature}")
 
@@ -840,11 +759,7 @@ class AnalysisParams(CommonParams):
         return out + [r for r, stage in experiment_runs.items() if stage in TRAINING_STAGES and r not in out]
 
 
-# stage -> its params class, in the pipeline's natural order.
+# stage -> its params class, in the stage table's order (radlab.vocab.STAGES).
 STAGE_PARAMS: dict[str, type[CommonParams]] = {
-    "data": DataParams,
-    "sft": SFTParams,
-    "cold_start": ColdStartParams,
-    "grpo": GRPOParams,
-    "analysis": AnalysisParams,
-}
+    cls.STAGE: cls for cls in (DataParams, SFTParams, ColdStartParams, GRPOParams, AnalysisParams)}
+assert tuple(STAGE_PARAMS) == STAGES, (tuple(STAGE_PARAMS), STAGES)

@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from radlab import render, runs
-from radlab.config import NOTEBOOKS, STAGES, ParamError, load_yaml, validate
+from radlab.config import load_yaml, validate
+from radlab.vocab import NOTEBOOKS, STAGES, ParamError
 
 
 @dataclass(frozen=True)
@@ -432,4 +433,4 @@ def run_pipeline(
     return ordered
 
 
-__all__ = ["RunSpec", "RunResult", "StageFailed", "plan", "describe", "execute", "run_pipeline", "STAGES"]
+__all__ = ["RunSpec", "RunResult", "StageFailed", "plan", "describe", "execute", "run_pipeline"]

@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -101,12 +100,9 @@ def shuffled_images(dataset: Any, seed: int = 0, image_column: str = "image") ->
 
 def train_records(data_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """The unified training records of ``<data_dir>/records`` (split ``train``), images not decoded."""
-    import datasets
+    from radlab.data.build import load_data_split
 
-    path = Path(data_dir) / "records" / "dataset"  # the data stage's layout (records/ also holds images/)
-    if not path.is_dir():
-        raise FileNotFoundError(f"{path} does not exist")
-    recs = datasets.load_from_disk(str(path))
+    recs = load_data_split(data_dir, "records")
     if hasattr(recs, "keys"):
         recs = recs["train"]
     else:

@@ -13,9 +13,9 @@ from typing import ClassVar
 import pytest
 import yaml
 
-from radlab import config, runs
-from radlab.config import ParamError
+from radlab import config, params, runs, vocab
 from radlab.params import CommonParams, own_fields
+from radlab.vocab import ParamError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,8 +32,8 @@ class _ToyParams(CommonParams):
 
 @pytest.fixture()
 def toy_stage(monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setitem(config.STAGE_PARAMS, "toy", _ToyParams)
-    monkeypatch.setitem(config.NOTEBOOKS, "toy", "99_toy")
+    monkeypatch.setitem(params.STAGE_PARAMS, "toy", _ToyParams)
+    monkeypatch.setitem(vocab.NOTEBOOKS, "toy", "99_toy")
     return "toy"
 
 
@@ -218,7 +218,7 @@ def test_every_params_yaml_parses_and_validates(path: Path) -> None:
     """Keys and types of every params file match its stage (paper inputs exist only on clusters)."""
     values = config.load_yaml(path)
     stage = values.get("stage")
-    assert stage in config.STAGES, f"{path}: 'stage: {stage}' must be one of {config.STAGES}"
+    assert stage in vocab.STAGES, f"{path}: 'stage: {stage}' must be one of {vocab.STAGES}"
     assert values.get("run_name", path.stem) == path.stem, f"{path}: run_name must be the file's name or absent"
     text = path.read_text()
     # PyYAML reads 1e-5 as a string: floats must carry a dot.
@@ -312,15 +312,15 @@ def test_run_name_defaults_to_the_stage_and_names_the_folder(stage: str, tmp_pat
 
 
 def test_parse_item_reads_options_as_yaml_scalars() -> None:
-    assert config.parse_item("bleu") == ("bleu", {})
-    assert config.parse_item(" f1radgraph:level=complete ") == ("f1radgraph", {"level": "complete"})
-    assert config.parse_item("r:x=0.5:n=3:on=true:s='a b'") == ("r", {"x": 0.5, "n": 3, "on": True, "s": "a b"})
+    assert vocab.parse_item("bleu") == ("bleu", {})
+    assert vocab.parse_item(" f1radgraph:level=complete ") == ("f1radgraph", {"level": "complete"})
+    assert vocab.parse_item("r:x=0.5:n=3:on=true:s='a b'") == ("r", {"x": 0.5, "n": 3, "on": True, "s": "a b"})
     # A colon not followed by key= stays in the value (paths, URLs).
-    assert config.parse_item("mimic:root=C:/data:url=http://h:8000/v1") == (
+    assert vocab.parse_item("mimic:root=C:/data:url=http://h:8000/v1") == (
         "mimic", {"root": "C:/data", "url": "http://h:8000/v1"})
-    assert config.parse_items("a, b:k=v,,c") == [("a", {}), ("b", {"k": "v"}), ("c", {})]
-    assert config.parse_items(["a", "b:k=1"]) == [("a", {}), ("b", {"k": 1})]
-    assert config.parse_items("") == []
+    assert vocab.parse_items("a, b:k=v,,c") == [("a", {}), ("b", {"k": "v"}), ("c", {})]
+    assert vocab.parse_items(["a", "b:k=1"]) == [("a", {}), ("b", {"k": 1})]
+    assert vocab.parse_items("") == []
 
 
 @pytest.mark.parametrize(
@@ -337,7 +337,7 @@ def test_parse_item_reads_options_as_yaml_scalars() -> None:
 )
 def test_parse_item_rejects_malformed_items_naming_them(text: str, pattern: str) -> None:
     with pytest.raises(ParamError, match=pattern):
-        config.parse_item(text)
+        vocab.parse_item(text)
 
 
 @pytest.mark.parametrize("exp", ["demo", "smoke"])

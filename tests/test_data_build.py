@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from radlab import config
-from radlab.config import ParamError
 from radlab.data import build, tasks
 from radlab.params import DataParams
+from radlab.vocab import ParamError
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = dict(n_train=16, n_validation=4, n_grpo=6, n_eval=6, image_size=64, workers=1, n_gallery=2)
@@ -79,7 +79,7 @@ def test_reload_for_later_stages(built):
     rec = loaded["records"]["train"][0]
     assert (params.run_dir / rec["image_path"]).is_file()
     assert build.record_image(params.run_dir, rec).size == (64, 64)
-    with pytest.raises(FileNotFoundError, match="00_data"):
+    with pytest.raises(ParamError, match="00_data"):
         build.load_stage_datasets(params.run_dir / "nope")
 
 
@@ -132,8 +132,8 @@ def test_param_errors(tmp_path):
 
 def test_unknown_real_source_is_a_param_error(tmp_path):
     with pytest.raises(ParamError, match="no_such_dataset"):  # at validation, before any work
-        DataParams(output_root=str(tmp_path), experiment="t", source="no_such_dataset",
-                   source_root=str(tmp_path), **SMALL)
+        config.validate("data", {"output_root": str(tmp_path), "experiment": "t", "source": "no_such_dataset",
+                                 "source_root": str(tmp_path), **SMALL})
 
 
 def test_smoke_params_are_small():

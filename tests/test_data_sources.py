@@ -17,9 +17,11 @@ import pytest
 import yaml
 from datagen import chexpert_plus_folder, nih_folder, vindr_dicom_folder
 
-from radlab.data import build, sources, tasks
-from radlab.params import DataParams, ParamError
+from radlab import config
+from radlab.data import build, sources
+from radlab.params import DataParams
 from radlab.training.grpo import check_vllm_image_sizes, image_sizes
+from radlab.vocab import TASKS, ParamError
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = dict(n_train=16, n_validation=4, n_grpo=4, n_eval=6, image_size=64, workers=1, n_gallery=2)
@@ -86,15 +88,15 @@ def test_mix_pools_are_patient_disjoint_and_follow_splits(mixed):
 def test_single_source_is_a_sources_list_of_one(folders, tmp_path):
     one = DataParams(output_root=str(tmp_path / "a"), experiment="t", source="nih", source_root=str(folders["nih"]), **SMALL)
     many = DataParams(output_root=str(tmp_path / "b"), experiment="t", sources=f"nih:root={folders['nih']}", **SMALL)
-    assert one.source_list()[0] == many.source_list()[0]
+    assert sources.source_list(one)[0] == sources.source_list(many)[0]
     ra, _ = build.build_records(one)
     rb, _ = build.build_records(many)
     assert {p: [r["id"] for r in v] for p, v in ra.items()} == {p: [r["id"] for r in v] for p, v in rb.items()}
 
 
 def test_sources_param_errors(folders, tmp_path):
-    def make(text, **kw):
-        return DataParams(output_root=str(tmp_path), sources=text, **{**SMALL, **kw})
+    def make(text, **kw):  # validated as a notebook's parameters are: the names are checked then
+        return config.validate("data", {"output_root": str(tmp_path), "sources": text, **SMALL, **kw})
 
     with pytest.raises(ParamError, match="unknown loader 'nope'"):
         make("nope:root=/x")
@@ -218,4 +220,4 @@ def test_real_data_builds_through_the_notebook_on_params_alone(folders, tmp_path
         assert set(np.unique([im.size for im in loaded["eval"]["test"]["image"]], axis=0).ravel()) == {64}
     else:
         assert set(counts[counts.task == "report"]["source"]) == {"chexpert_plus"}
-        assert set(loaded["sft"]["train"]["task"]) == set(tasks.TASKS)
+        assert set(loaded["sft"]["train"]["task"]) == set(TASKS)

@@ -20,7 +20,8 @@ from PIL import Image
 from radlab import evaluation as ev
 from radlab import generation as gen
 from radlab.analysis import TABLE3_COLUMNS, findings, key_tests, table1, table2, table3, verdict
-from radlab.config import ParamError, validate
+from radlab.config import validate
+from radlab.vocab import ParamError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -279,7 +280,8 @@ def test_labels_from_params() -> None:
 
 
 def test_comparisons_are_run_name_pairs() -> None:
-    from radlab.experiment import PAPER_COMPARISONS_SPEC, parse_comparisons, resolve_comparisons
+    from radlab.experiment import parse_comparisons, resolve_comparisons
+    from radlab.params import PAPER_COMPARISONS_SPEC
 
     labels = {"sft": "sft", "grpo": "sft+grpo", "grpo-bleu": "sft+grpo[bleu]", "text_only": "text_only"}
     pairs, notes = resolve_comparisons("grpo-sft, grpo-bleu-grpo", labels)

@@ -20,12 +20,12 @@ from typing import Any
 import nbformat
 import pytest
 
-from radlab import config
+from radlab import config, vocab
 from radlab.params import own_fields
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
-STAGE_OF = {f"{nb}.ipynb": stage for stage, nb in config.NOTEBOOKS.items()}
+STAGE_OF = {f"{nb}.ipynb": stage for stage, nb in vocab.NOTEBOOKS.items()}
 
 
 def help_comment(text: str) -> str:

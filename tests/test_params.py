@@ -13,8 +13,8 @@ import yaml
 from trl import GRPOConfig, SFTConfig
 
 from radlab import config
-from radlab.config import ParamError
-from radlab.params import TRL_EXCLUDED, _flat_type, own_fields
+from radlab.params import TRL_EXCLUDED, own_fields
+from radlab.vocab import ParamError, flat_type
 
 TRL_CONFIGS = {"sft": SFTConfig, "cold_start": SFTConfig, "grpo": GRPOConfig}
 
@@ -28,7 +28,7 @@ def test_every_trl_field_is_a_parameter_but_the_listed_exceptions(stage: str) ->
     assert not set(TRL_EXCLUDED) & params
     # Every TRL field radlab does not list as an exception has a flat type (nothing dropped silently).
     hints = typing.get_type_hints(TRL_CONFIGS[stage])
-    unflat = sorted(n for n in trl - set(TRL_EXCLUDED) if _flat_type(hints[n]) is None)
+    unflat = sorted(n for n in trl - set(TRL_EXCLUDED) if flat_type(hints[n]) is None)
     assert unflat == []
     # The fields radlab declares are its own; the rest carry TRL's default and help.
     own = {f.name for f in own_fields(cls)}
@@ -61,7 +61,7 @@ class _Mode(enum.Enum):
     ],
 )
 def test_trl_types_become_flat_literals(tp: Any, flat: Any) -> None:
-    assert _flat_type(tp) == flat
+    assert flat_type(tp) == flat
 
 
 def _grpo_values(tmp_path: Path, **extra: object) -> dict[str, object]:

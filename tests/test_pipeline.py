@@ -9,8 +9,8 @@ import pytest
 
 from radlab import runs
 from radlab.__main__ import main
-from radlab.config import NOTEBOOKS, ParamError
 from radlab.pipeline import plan, run_pipeline
+from radlab.vocab import NOTEBOOKS, ParamError
 
 
 def _notebook(path: Path, body: str) -> None:

@@ -271,8 +271,8 @@ TRAINS = (
 
 
 def test_runner_renders_pages_and_index_and_shows_progress(tmp_path: Path) -> None:
-    from radlab.config import NOTEBOOKS
     from radlab.pipeline import run_pipeline
+    from radlab.vocab import NOTEBOOKS
 
     (tmp_path / "notebooks").mkdir()
     (tmp_path / "params" / "exp").mkdir(parents=True)

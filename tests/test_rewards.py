@@ -14,6 +14,7 @@ import radlab.rewards as R
 from radlab.clinical.backends import BackendUnavailable, annotate
 from radlab.metrics.report import _radgraph_compute_reward
 from radlab.rewards import REWARDS, build_reward_funcs
+from radlab.vocab import ParamError
 
 REF = "Heart size is normal. There is a small left pleural effusion. No pneumothorax."
 PARTIAL = "Heart size is normal. No pleural effusion. No pneumothorax."
@@ -465,7 +466,7 @@ def test_bad_reward_options_name_the_option_and_reward(item, pattern):
 def test_grpo_params_check_reward_options(names, pattern):
     from radlab import config
 
-    with pytest.raises(config.ParamError, match=pattern):
+    with pytest.raises(ParamError, match=pattern):
         config.validate("grpo", {"reward_names": names}, source="grpo.yaml", check_inputs=True)
 
 

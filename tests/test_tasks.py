@@ -7,6 +7,7 @@ import pytest
 
 from radlab import formats
 from radlab.data import phantom, schema, tasks
+from radlab.vocab import GROUNDING_KINDS
 
 CFG = phantom.PhantomConfig(image_size=64, prevalence=0.5)
 VOCAB = ["pleural effusion", "pneumothorax", "nodule", "mass", "cardiomegaly", "consolidation"]
@@ -28,7 +29,7 @@ def test_answers_parse_back_to_reference_boxes(cases, fmt, tol):
     rng = np.random.Generator(np.random.PCG64(0))
     n = 0
     for case in cases:
-        for kind in tasks.GROUNDING_KINDS:
+        for kind in GROUNDING_KINDS:
             item = tasks.grounding_item(case.record, kind, rng, box_format=fmt, vocabulary=VOCAB)
             if item is None:
                 continue
@@ -131,7 +132,7 @@ def test_rows_have_architecture_columns_and_formats(cases):
     rep = next(r for r in ds if r["task"] == "report")
     assert rep["grounding_kind"] == "" and rep["reference_boxes"] == [] and rep["reference_report"]
     gr = next(r for r in ds if r["task"] == "grounding")
-    assert gr["reference_report"] == "" and gr["grounding_kind"] in tasks.GROUNDING_KINDS
+    assert gr["reference_report"] == "" and gr["grounding_kind"] in GROUNDING_KINDS
     sft = tasks.sft_dataset([tasks.sft_row(it, png) for it in items])
     msg = sft[0]["messages"]
     assert [m["role"] for m in msg] == ["user", "assistant"]

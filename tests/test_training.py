@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from radlab import config
-from radlab.config import ParamError
+from radlab.vocab import NOTEBOOKS, TRAINING_STAGES, ParamError, type_ok
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -95,7 +95,7 @@ def test_grpo_annotator_picks_the_report_reward_backend(
 
     base = {"experiment": "t", "output_root": str(data_root), "init_model": str(tmp_path)}
     with pytest.raises(ParamError, match="parameter 'annotator'"):
-        GRPOParams(**base, annotator="radgraph")
+        config.validate("grpo", {**base, "annotator": "radgraph"})
     funcs, _ = build_rewards(GRPOParams(**base, reward_names="f1radgraph,bleu,box_soft_f1"))
     assert funcs[0].backend == "rules"
     xl = GRPOParams(**base, annotator="radgraph-xl", reward_names="f1radgraph,chexpert_f1,radcliq_lite,bleu,box_soft_f1")
@@ -187,7 +187,6 @@ def test_grpo_config_geometry(data_root: Path, tmp_path: Path) -> None:
 # notebooks and params files
 # ----------------------------------------------------------------------------------------------
 
-STAGES = {"sft": "01_sft", "cold_start": "02_cold_start", "grpo": "03_grpo"}
 
 
 
@@ -206,7 +205,7 @@ def test_params_files_validate(exp: str, name: str) -> None:
     fields = {f.name for f in dataclasses.fields(cls)}
     assert set(values) <= fields, set(values) - fields
     for key, value in values.items():
-        assert config._type_ok(value, hints[key]), (exp, name, key, value)
+        assert type_ok(value, hints[key]), (exp, name, key, value)
     if name == "grpo_think":
         assert values["thinking"] is True and values["run_name"] == "grpo_think"
 
@@ -442,14 +441,14 @@ def test_sft_resume_continues_step_count_and_history(data_root: Path) -> None:
     assert (w.run_dir / "checkpoints" / "checkpoint-7").is_dir() and (w.run_dir / "model" / "config.json").exists()
 
 
-@pytest.mark.parametrize("stage", sorted(STAGES))
+@pytest.mark.parametrize("stage", sorted(TRAINING_STAGES))
 def test_notebook_calls_exist(stage: str) -> None:
     """Every ``training.<name>`` a notebook calls resolves (the lazy exports are complete)."""
     import re
 
     import radlab.training as training
 
-    source = (REPO / "notebooks" / f"{STAGES[stage]}.ipynb").read_text()
+    source = (REPO / "notebooks" / f"{NOTEBOOKS[stage]}.ipynb").read_text()
     for name in set(re.findall(r"training\.(\w+)\(", source)):
         assert callable(getattr(training, name)), name
 

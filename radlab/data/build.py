@@ -45,7 +45,8 @@ import pandas as pd
 from radlab import runs
 from radlab.config import StageRun
 from radlab.data import phantom, schema, sources, tasks
-from radlab.params import DataParams, ParamError
+from radlab.params import DataParams
+from radlab.vocab import GROUNDING_KINDS, ParamError
 
 POOLS = ("train", "validate", "grpo", "test")
 @dataclass
@@ -151,7 +152,7 @@ def build_records(params: DataParams, run_dir: str | os.PathLike[str] | None = N
     """
     run_dir = Path(run_dir) if run_dir is not None else params.run_dir
     if not params.is_phantom:
-        return sources.real_records(params.source_list(), run_dir, seed=params.seed, image_size=params.image_size,
+        return sources.real_records(sources.source_list(params), run_dir, seed=params.seed, image_size=params.image_size,
                                     resize_mode=params.resize_mode, workers=params.workers)
     staging = run_dir / "records" / ".images.tmp"
     if staging.exists():
@@ -177,10 +178,10 @@ def _task_rng(seed: int, pool: str, record_id: str) -> np.random.Generator:
 def _one_grounding_mix(mix: Mapping[str, float], rng: np.random.Generator) -> dict[str, float]:
     """GRPO/eval: one report row (when the mix has reports) and one grounding row of a kind drawn
     by the mix's grounding weights."""
-    weights = np.array([mix.get(k, 0.0) for k in tasks.GROUNDING_KINDS], dtype=float)
+    weights = np.array([mix.get(k, 0.0) for k in GROUNDING_KINDS], dtype=float)
     out: dict[str, float] = {"report": 1.0} if mix.get("report", 0.0) > 0 else {}
     if weights.sum() > 0:
-        kind = tasks.GROUNDING_KINDS[int(rng.choice(len(weights), p=weights / weights.sum()))]
+        kind = GROUNDING_KINDS[int(rng.choice(len(weights), p=weights / weights.sum()))]
         out[kind] = 1.0
     return out
 
@@ -200,7 +201,7 @@ class _Mixer:
     def of(cls, params: DataParams, records: Mapping[str, list[dict[str, Any]]]) -> _Mixer:
         if params.is_phantom:
             return cls(params)
-        by_source = {s.name: s for s in params.source_list()}
+        by_source = {s.name: s for s in sources.source_list(params)}
         return cls(params, by_source, sources.source_vocabulary(r for recs in records.values() for r in recs))
 
     def mix(self, rec: Mapping[str, Any]) -> Mapping[str, float]:
@@ -403,19 +404,28 @@ def load_build_result(params: DataParams, *, figures: bool = True) -> BuildResul
     return result
 
 
-def load_stage_datasets(data_dir: str | os.PathLike[str]) -> dict[str, datasets.DatasetDict]:
-    """Reload a finished data stage: ``{"records", "sft", "grpo", "eval"}`` DatasetDicts.
+# The data stage's saved datasets: name -> folder under the data folder.
+DATA_PARTS = {"records": "records/dataset", "sft": "sft", "grpo": "grpo", "eval": "eval"}
 
-    Record ``image_path`` values are relative to ``data_dir``.  Errors name the missing folder.
+
+def load_data_split(data_dir: str | os.PathLike[str], part: str) -> datasets.DatasetDict:
+    """The data stage's saved ``part`` (``"records"``, ``"sft"``, ``"grpo"`` or ``"eval"``; its folder
+    is :data:`DATA_PARTS`) as a ``DatasetDict`` of its splits: the one reader of the data stage's
+    outputs.  Raises :class:`ParamError` naming the folder when the data stage did not write it.
     """
-    data_dir = Path(data_dir)
-    out = {}
-    for name, rel in (("records", "records/dataset"), ("sft", "sft"), ("grpo", "grpo"), ("eval", "eval")):
-        path = data_dir / rel
-        if not path.is_dir():
-            raise FileNotFoundError(f"{path}: missing; run notebooks/00_data.ipynb (the data stage) first")
-        out[name] = datasets.load_from_disk(str(path))
-    return out
+    if part not in DATA_PARTS:
+        raise ValueError(f"unknown data part {part!r}; expected one of {sorted(DATA_PARTS)}")
+    path = Path(data_dir) / DATA_PARTS[part]
+    if not path.is_dir():
+        raise ParamError(f"data folder {str(path)!r} does not exist; run notebooks/00_data.ipynb (the data stage) "
+                         "first, or set data_dir")
+    return datasets.load_from_disk(str(path))
+
+
+def load_stage_datasets(data_dir: str | os.PathLike[str]) -> dict[str, datasets.DatasetDict]:
+    """Reload a finished data stage: ``{"records", "sft", "grpo", "eval"}`` DatasetDicts
+    (:func:`load_data_split`).  Record ``image_path`` values are relative to ``data_dir``."""
+    return {name: load_data_split(data_dir, name) for name in DATA_PARTS}
 
 
 def minimal_pair_dataset(params: DataParams, n: int) -> datasets.Dataset:
@@ -464,5 +474,5 @@ def params_from_dict(values: Mapping[str, Any]) -> DataParams:
 
 __all__ = [
     "BuildResult", "POOLS", "build_records", "build_task_datasets", "build_datasets",
-    "load_build_result", "load_stage_datasets", "record_image", "minimal_pair_dataset", "counts_table", "records_dataset", "enforce_patient_disjoint", "params_from_dict",
+    "load_build_result", "load_data_split", "load_stage_datasets", "record_image", "minimal_pair_dataset", "counts_table", "records_dataset", "enforce_patient_disjoint", "params_from_dict",
 ]

@@ -2,7 +2,7 @@
 images pre-resized once, in parallel, resumably.
 
 ``sources`` (a data parameter) lists the datasets, comma separated, in the shared item syntax
-(:func:`radlab.config.parse_items`)::
+(:func:`radlab.vocab.parse_items`)::
 
     mimic_cxr:root=/data/mimic-cxr-jpg:report=1.0:n_train=230980,
     vindr:root=/data/vindr-cxr:abnormality=3:abnormality_all=2:n_train=15000
@@ -54,15 +54,17 @@ import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from radlab.config import ParamError
 from radlab.data import schema, tasks
+from radlab.vocab import GROUNDING_KINDS, ParamError, parse_items
+
+if TYPE_CHECKING:
+    from radlab.params import DataParams
 
 POOLS = ("train", "validate", "grpo", "test")
-TASK_KEYS = ("report", *tasks.GROUNDING_KINDS)
+TASK_KEYS = ("report", *GROUNDING_KINDS)
 SIZE_KEYS = {"n_train": "train", "n_validation": "validate", "n_grpo": "grpo", "n_eval": "test"}
-RESIZE_MODES = ("longest", "letterbox")
 # Datasets whose patients are the same people: their ids share one namespace and one split.
 PATIENT_FAMILIES = {
     "mimic_cxr": "mimic", "ms_cxr": "mimic", "imagenome": "mimic",
@@ -95,7 +97,6 @@ class Source:
 def parse_sources(text: str, *, sizes: Mapping[str, int], mix: Mapping[str, float]) -> list[Source]:
     """Parse the ``sources`` parameter; ``sizes`` (pool -> cases) and ``mix`` (task -> weight)
     are the global defaults.  Raises :class:`ParamError` naming the item and key."""
-    from radlab.config import parse_items
     from radlab.data.loaders import LOADERS
 
     out: list[Source] = []
@@ -133,6 +134,22 @@ def parse_sources(text: str, *, sizes: Mapping[str, int], mix: Mapping[str, floa
         raise ParamError(f"parameter 'sources': item name(s) {dupes} given twice; name one e.g. "
                          f"'{dupes[0]}_b:loader={dupes[0]}:root=...'")
     return out
+
+
+def source_list(params: DataParams) -> list[Source]:
+    """The real sources of the data params: the parsed ``sources``, or ``source``/``source_root``
+    as one item with the global sizes and mix; ``[]`` for the phantom.  Raises :class:`ParamError`
+    naming the item (or the unknown ``source``)."""
+    from radlab.data.loaders import LOADERS
+
+    if params.sources.strip():
+        return parse_sources(params.sources, sizes=params.pool_sizes(), mix=params.mix())
+    if params.is_phantom:
+        return []
+    if params.source not in LOADERS:
+        raise ParamError(f"source {params.source!r}: unknown dataset; known: {sorted(LOADERS)} or 'phantom'")
+    return [Source(params.source, params.source, params.source_root, params.source_limit,
+                   params.pool_sizes(), params.mix())]
 
 
 def _check_loader_options(where: str, loader: str, opts: Mapping[str, Any]) -> None:

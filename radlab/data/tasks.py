@@ -30,10 +30,10 @@ from PIL import Image
 
 from radlab import formats
 from radlab.data import schema
+from radlab.vocab import GROUNDING_KINDS
 
-TASKS = ("report", "grounding")
-GROUNDING_KINDS = ("abnormality", "abnormality_all", "anatomy", "phrase")
-# The one sentence that asks for a reasoning trace (thinking prompts = prompt + this).
+# The one sentence that asks for a reasoning trace (thinking prompts = prompt + this); only
+# thinking_text adds or removes it.
 THINK_TRIGGER = " Think step by step inside <think></think> tags, then answer."
 
 GRPO_COLUMNS = (
@@ -308,9 +308,29 @@ def items_for_record(rec: Mapping[str, Any], rng: np.random.Generator, *, mix: M
     return out
 
 
+def thinking_text(text: str, thinking: bool) -> str:
+    """``text`` in the thinking form (ending in :data:`THINK_TRIGGER`) or the plain one: the one
+    rule every switch between the two uses.  ``thinking_text("Locate the mass.", True)`` ->
+    ``"Locate the mass. Think step by step inside <think></think> tags, then answer."``."""
+    return text.removesuffix(THINK_TRIGGER) + (THINK_TRIGGER if thinking else "")
+
+
+def thinking_row(row: Mapping[str, Any], thinking: bool) -> dict[str, Any]:
+    """A copy of a GRPO/eval row (``prompt``: ``[{"role", "content": [{"type", "text"}, ...]}]``)
+    with every text part of its prompt in the thinking (or plain) form and ``thinking`` set."""
+    msgs = []
+    for msg in row["prompt"]:
+        parts = msg["content"]
+        if isinstance(parts, list):
+            parts = [{**p, "text": thinking_text(p["text"], thinking)}
+                     if p.get("type") == "text" and isinstance(p.get("text"), str) else p for p in parts]
+        msgs.append({**msg, "content": parts})
+    return {**row, "prompt": msgs, "thinking": bool(thinking)}
+
+
 def prompt_text(item: TaskItem, thinking: bool) -> str:
     """The user text: the item's prompt, plus :data:`THINK_TRIGGER` when ``thinking``."""
-    return item.prompt + (THINK_TRIGGER if thinking else "")
+    return thinking_text(item.prompt, thinking)
 
 
 def user_message(text: str) -> dict[str, Any]:
@@ -412,16 +432,13 @@ def grpo_dataset(rows: list[dict[str, Any]]) -> datasets.Dataset:
 
 
 def with_thinking(ds: datasets.Dataset, thinking: bool = True) -> datasets.Dataset:
-    """A GRPO/eval dataset with every prompt switched to (or from) the thinking form."""
+    """A GRPO/eval dataset with every prompt switched to (or from) the thinking form
+    (:func:`thinking_row`); ``ds`` itself when every row is already in that form."""
+    if "thinking" in ds.column_names and all(bool(t) == thinking for t in ds["thinking"]):
+        return ds
 
     def fix(row: dict[str, Any]) -> dict[str, Any]:
-        msg = row["prompt"][0]
-        parts = []
-        for part in msg["content"]:
-            if part["type"] == "text":
-                text = part["text"].removesuffix(THINK_TRIGGER)
-                part = {**part, "text": text + (THINK_TRIGGER if thinking else "")}
-            parts.append(part)
-        return {"prompt": [{**msg, "content": parts}], "thinking": bool(thinking)}
+        switched = thinking_row(row, thinking)
+        return {"prompt": switched["prompt"], "thinking": switched["thinking"]}
 
     return ds.map(fix, features=ds.features)

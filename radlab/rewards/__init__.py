@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import inspect
 import math
-import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -46,6 +45,7 @@ from radlab.rewards._base import TaskReward, WiringError
 from radlab.rewards.grounding import NO_FINDING_MODES, BoxIoU, BoxSoftF1
 from radlab.rewards.report import Bleu, CheXpertF1, F1RadGraph, LengthGuard, RadCliQLite, RougeL
 from radlab.rewards.shaping import ThinkFormat
+from radlab.vocab import flat_type, parse_item, type_name, type_ok, widen
 
 RewardFunc = Callable[..., list[float | None]]
 
@@ -71,12 +71,10 @@ GROUNDING_REWARDS = ("box_soft_f1", "box_iou")
 ANNOTATED_REWARDS = ("f1radgraph", "chexpert_f1", "radcliq_lite")
 
 
-_FLAT = (bool, int, float, str)
-
-
 def reward_options(name: str) -> dict[str, Any]:
     """``{option: default}`` of reward ``name``: its constructor's keywords with flat literal types
-    (``str``, ``int``, ``float``, ``bool``, optionally ``None``), the ones params can set.
+    (:func:`radlab.vocab.flat_type`: ``str``, ``int``, ``float``, ``bool``, optionally ``None``), the
+    ones params can set.
 
     ``reward_options("f1radgraph")`` -> ``{"level": "partial", "backend": "rules", "max_chars": 2048,
     "name": "f1radgraph"}``.  Raises ``KeyError`` for an unknown reward.
@@ -86,22 +84,23 @@ def reward_options(name: str) -> dict[str, Any]:
     return {k: default for k, (_, default) in _option_types(FACTORIES[name]).items()}
 
 
-def _option_types(cls: type) -> dict[str, tuple[tuple[Any, ...], Any]]:
+def _option_types(cls: type) -> dict[str, tuple[Any, Any]]:
+    """``{option: (flat type, default)}`` of a reward class's constructor keywords."""
     hints = typing.get_type_hints(cls.__init__)
-    out: dict[str, tuple[tuple[Any, ...], Any]] = {}
+    out: dict[str, tuple[Any, Any]] = {}
     for p in inspect.signature(cls).parameters.values():
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.default is p.empty:
             continue
-        tp = hints.get(p.name, type(p.default))
-        members = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
-        if all(m in _FLAT or m is type(None) for m in members):
-            out[p.name] = (members, p.default)
+        flat = flat_type(hints.get(p.name, type(p.default)))
+        if flat is not None and not flat[1]:  # a scalar (or None) as it is: no list or JSON options
+            out[p.name] = (flat[0], p.default)
     return out
 
 
 def check_reward_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
-    """``options`` checked against reward ``name``'s constructor (names and types; ints widen to
-    floats); raises ``ValueError`` naming the reward and the bad option, or ``KeyError``."""
+    """``options`` checked against reward ``name``'s constructor (names and types,
+    :func:`radlab.vocab.type_ok`; ints widen to floats); raises ``ValueError`` naming the reward
+    and the bad option, or ``KeyError``."""
     if name not in FACTORIES:
         raise KeyError(f"unknown reward {name!r}; available: {sorted(FACTORIES)}")
     types_ = _option_types(FACTORIES[name])
@@ -109,14 +108,10 @@ def check_reward_options(name: str, options: Mapping[str, Any]) -> dict[str, Any
     for key, value in options.items():
         if key not in types_:
             raise ValueError(f"reward {name!r} has no option {key!r}; its options: {sorted(types_)}")
-        members, _ = types_[key]
-        ok = (value is None and type(None) in members) or any(
-            isinstance(value, m) and not (isinstance(value, bool) and m in (int, float)) for m in members if m is not type(None)
-        ) or (float in members and isinstance(value, int) and not isinstance(value, bool))
-        if not ok:
-            wanted = " | ".join("None" if m is type(None) else m.__name__ for m in members)
-            raise ValueError(f"reward {name!r}: option {key!r} must be {wanted}, got {type(value).__name__} {value!r}")
-        out[key] = float(value) if members == (float,) and isinstance(value, int) else value
+        tp, _ = types_[key]
+        if not type_ok(value, tp):
+            raise ValueError(f"reward {name!r}: option {key!r} must be {type_name(tp)}, got {type(value).__name__} {value!r}")
+        out[key] = widen(value, tp)
     return out
 
 
@@ -134,7 +129,7 @@ def build_reward_funcs(
     """Reward functions and weights for TRL's ``GRPOTrainer``.
 
     ``names`` are registry keys (:data:`REWARDS`) or items with options,
-    ``"f1radgraph:level=complete"`` (:func:`radlab.config.parse_item`); ``weights`` default to 1.0
+    ``"f1radgraph:level=complete"`` (:func:`radlab.vocab.parse_item`); ``weights`` default to 1.0
     each.  ``options`` maps a registry key to constructor keywords every item of it gets (an item's
     own options win), e.g. ``build_reward_funcs(["f1radgraph", "length_guard", "box_soft_f1"],
     [1.0, 0.5, 1.0], f1radgraph={"backend": "rules"})``.  A reward whose item has options is a fresh
@@ -143,8 +138,6 @@ def build_reward_funcs(
     Raises ``KeyError`` for an unknown name and ``ValueError`` for a bad option, duplicate metric
     names, options for a name not in ``names``, or weights of the wrong length / non-finite.
     """
-    from radlab.config import parse_item
-
     items = [parse_item(n) for n in names]
     names = [n for n, _ in items]
     unknown = [n for n in names if n not in FACTORIES]

@@ -16,8 +16,6 @@ from typing import Any, ClassVar
 from radlab.clinical.backends import BackendUnavailable
 from radlab.formats import answer_text
 
-TASKS = ("report", "grounding")
-
 
 class WiringError(ValueError):
     """The reward was called with missing or misaligned columns: a pipeline bug, so it raises."""

@@ -24,13 +24,14 @@ from typing import Any
 import yaml
 
 from radlab import runs
-from radlab.config import ParamError, load_yaml, resolve
+from radlab.config import load_yaml, resolve
+from radlab.vocab import TRAINING_STAGES, ParamError
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m radlab.training", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", choices=("sft", "cold_start", "grpo"))
+    parser.add_argument("stage", choices=TRAINING_STAGES)
     parser.add_argument("--params", type=Path, help="flat params YAML (e.g. params/smoke/sft.yaml)")
     parser.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
                         help="override one parameter (YAML scalar)")

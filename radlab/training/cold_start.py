@@ -50,20 +50,21 @@ import numpy as np
 import pandas as pd
 
 from radlab import runs
+from radlab.data.build import load_data_split
 from radlab.formats import THINK_CLOSE, THINK_OPEN, parse_boxes
 from radlab.generation import generate
-from radlab.params import ColdStartParams, split_list
+from radlab.params import ColdStartParams
 from radlab.training.common import (
     TrainResult,
     begin_run,
     filter_tasks,
     is_main_process,
-    load_data_split,
     message_text,
     prepare_model,
     subsample,
 )
 from radlab.training.sft import train_sft_rows
+from radlab.vocab import ParamError, split_list
 
 READING_GUIDE = """\
 How to read a frontal chest radiograph, step by step (radlab's guide).
@@ -254,7 +255,7 @@ def format_trace(reading: str, answer: str) -> str:
 
 
 def _records_by_id(data_dir: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
-    dd = load_data_split(data_dir, "records/dataset")
+    dd = load_data_split(data_dir, "records")
     out: dict[str, dict[str, Any]] = {}
     for split in dd.values():
         for rec in split:
@@ -363,7 +364,7 @@ def build_traces(params: ColdStartParams, run_dir: str | os.PathLike[str]) -> pd
     (a teacher is not asked again).
     """
     from radlab.config import StageRun
-    from radlab.data.tasks import THINK_TRIGGER
+    from radlab.data.tasks import thinking_text
 
     cands = candidates(params)
     saved = Path(run_dir) / "traces.parquet"
@@ -385,7 +386,7 @@ def build_traces(params: ColdStartParams, run_dir: str | os.PathLike[str]) -> pd
     else:
         traces = teacher_traces_local(params, cands)
     cands["trace"] = traces
-    cands["prompt"] = [p.removesuffix(THINK_TRIGGER) + THINK_TRIGGER for p in cands["prompt"]]
+    cands["prompt"] = [thinking_text(p, True) for p in cands["prompt"]]
     return cands
 
 
@@ -443,8 +444,6 @@ def verify_traces(params: ColdStartParams, run_dir: str | os.PathLike[str], trac
         "images": [img], "task": task, "id": rid,
     } for p, t, img, task, rid in zip(kept["prompt"], kept["trace"], kept["image"], kept["task"], kept["id"])]
     if not rows:
-        from radlab.config import ParamError
-
         raise ParamError(
             f"no trace passed verification ({n} candidates; thresholds {thresholds}); "
             "lower verify_threshold_* or check the teacher's outputs in traces.parquet")
@@ -471,10 +470,10 @@ def thinking_heldout(params: ColdStartParams) -> Any:
     """Held-out rows (``eval/test``) with thinking prompts, as conversational rows for the table."""
     import datasets
 
-    from radlab.training.grpo import set_thinking
+    from radlab.data.tasks import with_thinking
 
     ev = filter_tasks(load_data_split(params.data_dir, "eval")["test"], split_list(params.tasks))
-    ev = set_thinking(ev, True)
+    ev = with_thinking(ev, True)
 
     def to_messages(row: dict[str, Any]) -> dict[str, Any]:
         answer = {"role": "assistant", "content": [{"type": "text", "text": row["answer"]}]}

@@ -39,8 +39,9 @@ import pandas as pd
 
 from radlab import runs
 from radlab.config import StageRun
-from radlab.params import ParamError, TrainingParams
+from radlab.params import TrainingParams
 from radlab.training.compute import VISION_PARAM
+from radlab.vocab import ParamError
 
 CHECKPOINTS = "checkpoints"
 _CKPT_RE = re.compile(r"^checkpoint-(\d+)$")
@@ -130,19 +131,6 @@ def writable(run_dir: str | os.PathLike[str]) -> bool:
 # --------------------------------------------------------------------------------------------
 # data
 # --------------------------------------------------------------------------------------------
-
-
-def load_data_split(data_dir: str | os.PathLike[str], part: str) -> Any:
-    """``<data_dir>/<part>`` (``sft``, ``grpo``, ``eval``, ``records``) as saved by the data stage.
-
-    Raises :class:`ParamError` naming the folder when the data stage did not write it.
-    """
-    import datasets
-
-    path = Path(data_dir) / part
-    if not path.exists():
-        raise ParamError(f"data folder {str(path)!r} does not exist; run notebooks/00_data.ipynb first (or set data_dir)")
-    return datasets.load_from_disk(str(path))
 
 
 def filter_tasks(ds: Any, tasks: Sequence[str]) -> Any:

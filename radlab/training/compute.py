@@ -235,9 +235,9 @@ def _sum_over_processes(value: float) -> float:
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return value
-    from radlab.training.common import partial_state
-
-    t = torch.tensor([value], dtype=torch.float64, device=partial_state().device)
+    # NCCL reduces CUDA tensors (on this process's GPU, which accelerate made current); gloo CPU ones.
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    t = torch.tensor([value], dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return float(t.item())
 

@@ -33,9 +33,10 @@ import numpy as np
 import pandas as pd
 
 from radlab import runs
+from radlab.data.build import load_data_split
 from radlab.formats import completion_text
 from radlab.generation import generate, vision_token_ids
-from radlab.params import GRPOParams, split_list
+from radlab.params import GRPOParams
 from radlab.training.common import (
     TrainResult,
     begin_run,
@@ -45,7 +46,6 @@ from radlab.training.common import (
     filter_tasks,
     finished_result,
     is_main_process,
-    load_data_split,
     message_text,
     parse_config,
     plot_metrics,
@@ -57,23 +57,9 @@ from radlab.training.common import (
     trainer_with_vision_lr,
     writable,
 )
+from radlab.vocab import ParamError, parse_item, split_list
 
 HELDOUT_PREFIX = "heldout/"
-
-
-def _think_trigger() -> str:
-    from radlab.data.tasks import THINK_TRIGGER
-
-    return THINK_TRIGGER
-
-
-def set_thinking(ds: Any, thinking: bool) -> Any:
-    """Switch every prompt to (or from) the thinking form, unless all rows already match."""
-    if "thinking" in ds.column_names and all(bool(t) == thinking for t in ds["thinking"]):
-        return ds
-    from radlab.data.tasks import with_thinking
-
-    return with_thinking(ds, thinking)
 
 
 def mix_tasks(ds: Any, report_fraction: float, seed: int) -> Any:
@@ -139,8 +125,6 @@ def check_vllm_image_sizes(ds: Any, *, use_vllm: bool, where: str = "grpo/train"
     """
     if not use_vllm:
         return
-    from radlab.config import ParamError
-
     sizes = image_sizes(ds)
     if len(sizes) > 1:
         common = ", ".join(f"{w}x{h} ({n} rows)" for (w, h), n in sorted(sizes.items(), key=lambda kv: -kv[1])[:3])
@@ -161,14 +145,16 @@ def load_grpo_data(params: GRPOParams) -> Any:
     """
     import datasets
 
+    from radlab.data.tasks import with_thinking
+
     tasks = split_list(params.tasks)
     train = filter_tasks(load_data_split(params.data_dir, "grpo")["train"], tasks)
-    train = set_thinking(train, params.thinking)
+    train = with_thinking(train, params.thinking)
     train = mix_tasks(train, params.report_fraction, params.seed)
     train = subsample(train, params.max_train_prompts, params.seed)
     check_vllm_image_sizes(train, use_vllm=params.use_vllm)
     ev = filter_tasks(load_data_split(params.data_dir, "eval")["test"], tasks)
-    heldout = set_thinking(heldout_subset(ev, params.eval_rows, params.seed), params.thinking)
+    heldout = with_thinking(heldout_subset(ev, params.eval_rows, params.seed), params.thinking)
     return datasets.DatasetDict({"train": train, "heldout": heldout})
 
 
@@ -180,7 +166,6 @@ def load_grpo_model(params: GRPOParams, run_dir: str | os.PathLike[str]) -> tupl
 def build_rewards(params: GRPOParams) -> tuple[list[Callable[..., list[float | None]]], list[float]]:
     """Reward functions and weights by registry name (``radlab.rewards.build_reward_funcs``)."""
     from radlab.clinical.backends import BackendUnavailable
-    from radlab.config import ParamError, parse_item
     from radlab.rewards import ANNOTATED_REWARDS, build_reward_funcs
 
     names = list(params.reward_names)  # items, e.g. "f1radgraph:level=complete"

@@ -24,8 +24,9 @@ import numpy as np
 import pandas as pd
 
 from radlab import runs
+from radlab.data.build import load_data_split
 from radlab.generation import generate
-from radlab.params import SFTParams, _SFTLikeParams, split_list
+from radlab.params import SFTParams, _SFTLikeParams
 from radlab.training.common import (
     TrainResult,
     begin_run,
@@ -36,7 +37,6 @@ from radlab.training.common import (
     filter_tasks,
     finished_result,
     is_main_process,
-    load_data_split,
     message_text,
     parse_config,
     plot_metrics,
@@ -48,6 +48,7 @@ from radlab.training.common import (
     trainer_with_vision_lr,
     writable,
 )
+from radlab.vocab import split_list
 
 LOSS_PANELS = (("training loss", ["loss"]), ("learning rate", ["learning_rate"]), ("grad norm", ["grad_norm"]))
 

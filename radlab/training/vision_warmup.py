@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from radlab import runs
-from radlab.training.common import load_data_split
+from radlab.data.build import load_data_split
 from radlab.training.compute import ParamCounts, forward_flops, param_counts
 
 VERSION = "vision-warmup/1"
@@ -140,7 +140,7 @@ def warm_start_vision(
     from safetensors.torch import load_file, save_file
 
     t0 = time.perf_counter()
-    records = load_data_split(data_dir, "records/dataset")["train"].to_list()
+    records = load_data_split(data_dir, "records")["train"].to_list()
     paths = [Path(data_dir) / r["image_path"] for r in records]
     labels, y, box_names, boxes, bmask = targets(records)
     settings = {"steps": steps, "learning_rate": learning_rate, "batch_size": batch_size, "seed": seed,
