@@ -16,7 +16,7 @@ JOBS ?= 2
 help:
 	@echo "make demo   - run data -> sft -> cold_start -> grpo -> analysis on params/demo, writes runs/demo/"
 	@echo "make test   - run the test suite (unit, params, notebook smoke runs)"
-	@echo "make lint   - ruff on radlab/, tests/, bench/ and the nbstripout check"
+	@echo "make lint   - ruff on radlab/, tests/, bench/, the nbstripout check and the import layers (lint-imports)"
 	@echo "make bench  - run every benchmark in bench/ and print its figures"
 
 $(BIN)/python:
@@ -35,11 +35,13 @@ demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/radlab run $(EXPERIMENT) --jobs $(JOBS)
 
 test: install
+	$(BIN)/lint-imports --no-logo
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
 lint: install
 	$(BIN)/ruff check radlab tests bench
 	$(BIN)/nbstripout --verify notebooks/*.ipynb
+	$(BIN)/lint-imports --no-logo
 
 bench: install
 	@set -e; for b in bench/bench_*.py; do echo "== $$b"; HF_HUB_OFFLINE=1 $(BIN)/python $$b; done
