@@ -3,8 +3,10 @@
 For each of SFT and GRPO the same model (same initial weights), data and optimisation settings
 run twice, interleaved (bare, radlab, bare):
 
-* **bare**: TRL's own trainer (``SFTTrainer`` / ``GRPOTrainer``) with a minimal config and no
-  radlab callbacks: the floor that TRL itself costs on this machine;
+* **bare**: TRL's own trainer (``SFTTrainer`` / ``GRPOTrainer``) with no radlab callbacks, no per-module
+  learning rate and no outputs: the floor that TRL itself costs on this machine.  Its config comes from
+  radlab's builders (``radlab.training.sft_config`` / ``grpo_config``, the config the radlab run trains
+  with), with checkpoints off and logging at most once, so both runs train with the same settings;
 * **radlab**: radlab's stage function (``train_sft_rows`` / ``train_grpo``) with everything it adds:
   the compute counter and budget, the step timer, GRPO's completions recorder and held-out check
   (only at the start and the end at these step counts: outside the timed steps), the outputs.
@@ -55,6 +57,10 @@ class Timed:
             self.calls += 1
 
 
+# What the bare loop's config changes in radlab's: no checkpoints, no reporting, (almost) no logging.
+BARE_OVERRIDES: dict[str, Any] = {"save_strategy": "no", "report_to": "none", "logging_steps": 10_000}
+
+
 def build_data(root: Path) -> None:
     from radlab.config import load_yaml
     from radlab.data.build import build_datasets, params_from_dict
@@ -80,14 +86,11 @@ def bare_sft(p: Any, model_dir: Path, train: Any, out: Path) -> float:
     """Seconds per step of TRL's SFTTrainer alone (same model, rows, batch and learning rate)."""
     import trl
 
-    from radlab.training.common import step_timer_callback, use_cpu
+    from radlab.training import sft_config
+    from radlab.training.common import step_timer_callback
 
     model, processor = _fresh(model_dir)
-    cfg = trl.SFTConfig(output_dir=str(out), max_steps=p.max_steps, per_device_train_batch_size=p.per_device_train_batch_size,
-                        learning_rate=p.learning_rate, lr_scheduler_type="constant", save_strategy="no", report_to="none",
-                        logging_steps=10_000, use_cpu=use_cpu(), bf16=False, gradient_checkpointing=False,
-                        assistant_only_loss=True, max_length=None, remove_unused_columns=False, seed=p.seed,
-                        disable_tqdm=True)
+    cfg = sft_config(p, out, **BARE_OVERRIDES)
     timer = step_timer_callback()
     trl.SFTTrainer(model=model, args=cfg, train_dataset=train.select_columns(["messages", "images"]),
                    processing_class=processor, callbacks=[timer]).train()
@@ -118,18 +121,15 @@ def bare_grpo(p: Any, model_dir: Path, train: Any, funcs: list[Any], weights: li
     import trl
 
     from radlab.generation import vision_token_ids
-    from radlab.training.common import step_timer_callback, use_cpu
+    from radlab.training import grpo_config
+    from radlab.training.common import step_timer_callback
     from radlab.training.grpo import left_pad_prompts
 
     model, processor = _fresh(model_dir)
     left_pad_prompts(processor)
-    cfg = trl.GRPOConfig(output_dir=str(out), max_steps=p.max_steps, per_device_train_batch_size=p.per_device_train_batch_size,
-                         num_generations=p.num_generations, max_completion_length=p.max_completion_length,
-                         learning_rate=p.learning_rate, lr_scheduler_type="constant", beta=p.beta, loss_type=p.loss_type,
-                         temperature=p.temperature, reward_weights=weights, save_strategy="no", report_to="none",
-                         logging_steps=10_000, use_cpu=use_cpu(), bf16=False, gradient_checkpointing=False,
-                         remove_unused_columns=False, seed=p.seed, disable_tqdm=True,
-                         generation_kwargs={"suppress_tokens": vision_token_ids(model)})
+    # The rollout settings train_grpo adds to the config: these weights, vision tokens never sampled.
+    cfg = grpo_config(p, out, reward_weights=list(weights), generation_kwargs={"suppress_tokens": vision_token_ids(model)},
+                      **BARE_OVERRIDES)
     timer = step_timer_callback()
     trl.GRPOTrainer(model=model, reward_funcs=funcs, args=cfg, train_dataset=train, processing_class=processor,
                     callbacks=[timer]).train()
