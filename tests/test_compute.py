@@ -157,3 +157,29 @@ def test_counter_matches_the_formula_on_the_embedded_model(tmp_path) -> None:
 @pytest.mark.parametrize(("value", "text"), [(3.2e12, "3.20 TFLOP"), (5e6, "5.00 MFLOP"), (12, "12 FLOP")])
 def test_format_flops(value: float, text: str) -> None:
     assert format_flops(value) == text
+
+
+def _sum_worker(rank: int, world: int, init_file: str, out: str) -> None:
+    import torch.distributed as dist
+
+    from radlab.training.compute import _sum_over_processes
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        total = _sum_over_processes(float(rank + 1))
+        with open(f"{out}.{rank}", "w") as f:
+            f.write(repr(total))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_flops_sum_over_gloo_processes(tmp_path) -> None:
+    """Two CPU processes (gloo, as under ``accelerate launch`` on CPU) add their counts: 1 + 2."""
+    import torch.multiprocessing as tmp
+
+    from radlab.training.compute import _sum_over_processes
+
+    assert _sum_over_processes(5.0) == 5.0  # no process group: the value as it is
+    tmp.spawn(_sum_worker, args=(2, str(tmp_path / "init"), str(tmp_path / "sum")), nprocs=2, join=True)
+    assert [float((tmp_path / f"sum.{r}").read_text()) for r in (0, 1)] == [3.0, 3.0]
