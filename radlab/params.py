@@ -43,7 +43,7 @@ from transformers.trainer_utils import SchedulerType
 from trl import GRPOConfig, SFTConfig
 
 from radlab import formats, runs
-from radlab.vocab import GROUNDING_KINDS, STAGES, TASKS, TRAINING_STAGES, ParamError, flat_type, parse_items, split_list
+from radlab.vocab import GROUNDING_KINDS, STAGES, TASKS, TRAINING_STAGES, ParamError, flat_type, split_list
 
 
 def _help(text: str, **extra: Any) -> dict[str, Any]:
@@ -244,6 +244,8 @@ TRL_EXCLUDED: dict[str, str] = {
     "hub_token": "a credential: set HF_TOKEN in the environment, never in a params file",
     "parallelism_config": "not a flat value (an accelerate ParallelismConfig object); use an accelerate config file",
 }
+
+
 def _flat_default(f: dataclasses.Field[Any]) -> Any:
     if f.default_factory is not dataclasses.MISSING:
         value = f.default_factory()
@@ -628,10 +630,7 @@ class GRPOParams(TrainingParams):
         tasks = split_list(self.tasks)
         if not tasks or [t for t in tasks if t not in TASKS]:
             raise ParamError(f"parameter 'tasks': {self.tasks!r}; expected a comma-separated subset of {TASKS}")
-        try:
-            parse_items(self.reward_names)  # the item syntax now; the names and options: radlab.names
-        except ParamError as exc:
-            raise ParamError(f"parameter 'reward_names': {exc}") from exc
+        # The items as given (radlab.names parses and checks them and makes them canonical), or the defaults.
         names = split_list(self.reward_names) or default_reward_names(tasks, self.thinking)
         self.reward_names = names
         if isinstance(self.reward_weights, str):

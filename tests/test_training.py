@@ -313,7 +313,7 @@ def test_grounding_reading_names_the_target_first() -> None:
         assert phantom_reading(rec, prompt, "grounding", rng, grounding="brief") == BRIEF_GROUNDING
     brief_report = phantom_reading(rec, "Write the findings.", "report", np.random.default_rng(1), grounding="brief")
     assert brief_report == phantom_reading(rec, "Write the findings.", "report", np.random.default_rng(1))
-    with pytest.raises(config.ParamError, match="grounding_trace"):
+    with pytest.raises(ParamError, match="grounding_trace"):
         config.validate("cold_start", {"grounding_trace": "long"}, check_inputs=False)
 
 

@@ -44,6 +44,7 @@ from radlab.training.sft import (
     sft_summary,
     train_sft,
 )
+from radlab.vocab import TRAINING_STAGES
 
 # stage -> the function that runs it end to end: (params, run_dir) -> summary for DONE.
 STAGE_RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {
@@ -51,6 +52,7 @@ STAGE_RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {
     "cold_start": run_cold_start,
     "grpo": run_grpo,
 }
+assert tuple(STAGE_RUNNERS) == TRAINING_STAGES, (tuple(STAGE_RUNNERS), TRAINING_STAGES)
 
 __all__ = [
     "STAGE_RUNNERS", "READING_GUIDE", "TrainResult", "build_rewards", "build_traces", "checkpoints",
