@@ -10,7 +10,9 @@ which (1) collects the parameters the notebook defined: in a kernel, the names a
 last-run ``parameters`` cell and in papermill's injected ``# Parameters`` cell (read from
 IPython's input history, so other globals such as ``run`` or ``result`` are never mistaken for
 parameters); (2) rejects unknown keys and wrong types with an error that names the key;
-(3) lets the dataclass fill derived defaults and check inputs (``__post_init__``); and (4) checks
+(3) lets the dataclass fill derived defaults and check values (``__post_init__``), then checks the
+names it gives against the loaders, rewards and annotators (:func:`radlab.names.check_names`) and
+its input paths; and (4) checks
 the run folder: a finished run whose ``params.yaml`` differs is an error unless ``force=True``.
 ``resolve`` writes nothing.  The stage's heavy function calls :meth:`StageRun.begin` right
 before it writes results (``params.yaml``, ``env.json``, ``DONE`` cleared), or reuses the
