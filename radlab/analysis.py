@@ -29,7 +29,15 @@ from typing import Any
 import pandas as pd
 
 from radlab import runs
-from radlab.experiment import MODEL_ORDER, PAPER_LABELS, paper_question, read_params, reward_ablations, reward_names
+from radlab.experiment import (
+    MODEL_ORDER,
+    PAPER_LABELS,
+    init_run,
+    paper_question,
+    read_params,
+    reward_ablations,
+    reward_names,
+)
 
 # Display order of metrics (models: radlab.experiment.MODEL_ORDER).
 REPORT_METRICS = (
@@ -546,8 +554,106 @@ def write_findings(run_dir: str | os.PathLike[str], text: str, tables: Sequence[
     return runs.write_text(Path(run_dir) / "findings.md", "\n".join(parts))
 
 
+# ----------------------------------------------------------------------------------------------
+# Integrity checks: the environments behind each comparison
+# ----------------------------------------------------------------------------------------------
+
+# env.json fields compared between runs (radlab.runs.environment_info), besides packages/<name>.
+ENV_FIELDS = ("git_commit", "python", "platform", "cpu_model", "torch_build", "torch_cuda", "torch_device",
+              "cuda_device_name", "torch_threads")
+ENV_COLUMNS = ["model_a", "model_b", "field", "a", "b"]
+
+
+def run_chain(run_dir: str | os.PathLike[str] | None) -> list[Path]:
+    """``[run_dir, the run its model started from, ...]``: each step is
+    :func:`radlab.experiment.init_run` over the run folders beside it (``[]`` for ``None``)."""
+    chain: list[Path] = []
+    current = Path(run_dir) if run_dir is not None else None
+    while current is not None and current not in chain:
+        chain.append(current)
+        names = {p.name for p in current.parent.iterdir() if (p / "params.yaml").exists()} \
+            if current.parent.is_dir() else set()
+        start = init_run(current.name, read_params(current), names)
+        current = current.parent / start if start else None
+    return chain
+
+
+def environment_of(run_dir: str | os.PathLike[str]) -> dict[str, str]:
+    """A run's ``env.json`` flattened to ``{field: value}`` (:data:`ENV_FIELDS` and
+    ``packages/<name>``, values as text); ``{}`` when the run has none."""
+    env = runs.read_json(Path(run_dir) / "env.json")
+    if not env:
+        return {}
+    flat = {f: str(env.get(f)) for f in ENV_FIELDS}
+    flat.update({f"packages/{k}": str(v) for k, v in (env.get("packages") or {}).items()})
+    return flat
+
+
+def _chain_values(chain: Sequence[Path], envs: Mapping[Path, dict[str, str]], field: str) -> tuple[frozenset[str], str]:
+    """The distinct values of ``field`` along a model's run chain, and their text (``"x"`` when all
+    runs agree, else ``"x (grpo); y (sft)"``)."""
+    per_run = [(p.name, envs[p].get(field, "–") if envs[p] else "no env.json") for p in chain]
+    values = frozenset(v for _, v in per_run)
+    text = per_run[0][1] if len(values) == 1 else "; ".join(f"{v} ({run})" for run, v in per_run)
+    return values, text
+
+
+def environment_differences(specs: Sequence[Any], comparisons: pd.DataFrame,
+                            run_dir: str | os.PathLike[str] | None = None) -> pd.DataFrame:
+    """Every environment difference between the two models of each compared pair.
+
+    A model's environment is the ``env.json`` of its run and of each run its model started from
+    (:func:`run_chain`: ``sft+grpo`` = the GRPO run and the SFT run).  For each pair of
+    ``comparisons`` (``model_a, model_b``; pairs with a shortcut baseline or a model without a
+    run folder are left out) and each field (:data:`ENV_FIELDS`: git commit, python, platform,
+    CPU model, torch build and CUDA, device, torch threads; and every package version), a row
+    when the set of values along the two chains differs.  Columns :data:`ENV_COLUMNS` (``a``/``b``:
+    the value, or ``"value (run); value (run)"`` when a chain's runs differ among themselves).
+    With ``run_dir`` (not finished) it is written to ``environment_differences.csv``.
+    """
+    by_name = {s.name: s for s in specs}
+    pairs = list(dict.fromkeys(zip(comparisons["model_a"], comparisons["model_b"]))) if len(comparisons) else []
+    rows = []
+    for a, b in pairs:
+        sa, sb = by_name.get(a), by_name.get(b)
+        if sa is None or sb is None or sa.run_dir is None or sb.run_dir is None:
+            continue
+        chains = run_chain(sa.run_dir), run_chain(sb.run_dir)
+        envs = {p: environment_of(p) for chain in chains for p in chain}
+        fields = list(ENV_FIELDS) + sorted({f for e in envs.values() for f in e if f.startswith("packages/")})
+        for f in fields:
+            (va, ta), (vb, tb) = _chain_values(chains[0], envs, f), _chain_values(chains[1], envs, f)
+            if va != vb or len(va) > 1:
+                rows.append({"model_a": a, "model_b": b, "field": f, "a": ta, "b": tb})
+    out = pd.DataFrame(rows, columns=ENV_COLUMNS)
+    if run_dir is not None and not runs.is_complete(run_dir):
+        runs.write_table(out, Path(run_dir) / "environment_differences.csv")
+    return out
+
+
+def environment_sentences(differences: pd.DataFrame, specs: Sequence[Any], comparisons: pd.DataFrame) -> list[str]:
+    """One sentence per compared pair of runs: the environment differences between them (all of
+    them, from :func:`environment_differences`), or that they share the environment."""
+    by_name = {s.name: s for s in specs}
+    pairs = list(dict.fromkeys(zip(comparisons["model_a"], comparisons["model_b"]))) if len(comparisons) else []
+    out = []
+    for a, b in pairs:
+        if a not in by_name or b not in by_name or by_name[a].run_dir is None or by_name[b].run_dir is None:
+            continue
+        sel = differences[(differences["model_a"] == a) & (differences["model_b"] == b)]
+        if sel.empty:
+            out.append(f"Environment, {a} vs {b}: every run behind both models shares the environment (git commit, "
+                       "package versions, torch build, CPU model, threads).")
+        else:
+            items = "; ".join(f"{r.field.removeprefix('packages/')} {r.a} vs {r.b}" for r in sel.itertuples(index=False))
+            out.append(f"Environment, {a} vs {b}: the runs differ beyond their parameters ({items}), so part of "
+                       "the difference between them may come from the environment.")
+    return out
+
+
 __all__ = [
     "GROUNDING_METRICS", "LENGTH_COLLAPSE", "REPORT_METRICS", "TABLE3_COLUMNS", "Table", "findings", "grpo_starts",
     "headline_metric", "key_tests", "metric_table", "model_order", "models_frame", "notes_markdown", "paper_labels",
     "shortcut_table", "summary", "table1", "table2", "table3", "verdict", "write_findings",
+    "ENV_FIELDS", "environment_differences", "environment_of", "environment_sentences", "run_chain",
 ]
