@@ -348,3 +348,25 @@ def test_reward_ablation_differs_from_grpo_only_in_its_rewards(exp: str) -> None
     assert ablation.pop("reward_names") == "bleu,box_soft_f1" and ablation.pop("run_name") == "grpo_bleu"
     base.pop("reward_names")
     assert ablation == base
+
+
+@pytest.mark.parametrize("exp", ["demo", "smoke"])
+def test_combined_reward_ablation_is_one_more_table3_row(exp: str) -> None:
+    """grpo_chexpert.yaml: grpo.yaml with F1-RadGraph and CheXpert F1 as report rewards, nothing else;
+    labelled ``sft+grpo[f1radgraph+chexpert_f1]`` and grouped with ``grpo`` (and ``grpo_bleu``) in Table 3."""
+    from radlab.experiment import ModelSpec, label_runs, reward_ablations
+
+    base = config.load_yaml(ROOT / "params" / exp / "grpo.yaml")
+    combined = config.load_yaml(ROOT / "params" / exp / "grpo_chexpert.yaml")
+    assert combined.pop("reward_names") == "f1radgraph,chexpert_f1,box_soft_f1"
+    assert combined.pop("run_name") == "grpo_chexpert"
+    base.pop("reward_names")
+    assert combined == base
+    run_params = {name: {**config.load_yaml(ROOT / "params" / exp / f"{name}.yaml")}
+                  for name in ("sft", "grpo", "grpo_bleu", "grpo_chexpert")}
+    labels = label_runs(run_params)
+    assert labels["grpo_chexpert"] == "sft+grpo[f1radgraph+chexpert_f1]"
+    specs = [ModelSpec(labels[n], "x", run_params=p, run=n, start="sft" if n != "sft" else "") for n, p in run_params.items()]
+    (group,) = reward_ablations(specs)
+    assert [s.run for s in group.runs] == ["grpo", "grpo_bleu", "grpo_chexpert"]
+    assert group.reference == "grpo" and group.differences["grpo_chexpert"] == []
