@@ -3,17 +3,23 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-# The CPU build of torch. GPU users: install your CUDA torch into .venv first; an importable torch
-# is left alone. Extra pip flags for it (e.g. an index URL) go in TORCH_PIP_ARGS.
-TORCH          ?= torch==2.13.0
+# Every package is pinned in requirements/lock.txt (pip-tools; `make lock` regenerates it from
+# pyproject.toml, keeping the pins it can). torch is the CPU build: GPU users install their CUDA
+# torch into .venv first; an importable torch is left alone and the lock installs around it.
+# Extra pip flags for the CPU torch (e.g. --index-url https://download.pytorch.org/whl/cpu where
+# pip.conf gives no find-links holding it) go in TORCH_PIP_ARGS.
+LOCK           := requirements/lock.txt
+TORCH          ?= $(shell grep -E '^torch==' $(LOCK) | cut -d' ' -f1)
 TORCH_PIP_ARGS ?=
-STAMP := $(VENV)/.radlab-installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+LOCK_ARGS      ?=
+STAMP := $(VENV)/.radlab-installed-$(shell cat pyproject.toml $(LOCK) | cksum | cut -d' ' -f1)
 EXPERIMENT ?= demo
 JOBS ?= 2
 
-.PHONY: install demo test lint bench clean-runs help
+.PHONY: install lock demo test lint bench clean-runs help
 
 help:
+	@echo "make lock   - regenerate requirements/lock.txt (every package pinned) from pyproject.toml"
 	@echo "make demo   - run data -> sft -> cold_start -> grpo -> analysis on params/demo, writes runs/demo/"
 	@echo "make test   - run the test suite (unit, params, notebook smoke runs)"
 	@echo "make lint   - ruff on radlab/, tests/, bench/, the nbstripout check and the import layers (lint-imports)"
@@ -22,14 +28,24 @@ help:
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q --upgrade pip
+$(STAMP): pyproject.toml $(LOCK) | $(BIN)/python
+	$(BIN)/python -m pip install -q "$$(grep -E '^pip==' $(LOCK) | cut -d' ' -f1)"
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q $(TORCH_PIP_ARGS) "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	grep -v -E '^torch==' $(LOCK) | $(BIN)/python -m pip install -q -r /dev/stdin
+	$(BIN)/python -m pip install -q --no-deps -e .
+	@$(BIN)/python -m pip check || { echo "pip check failed: a requirement of pyproject.toml missing from $(LOCK) needs make lock"; exit 1; }
 	rm -f $(VENV)/.radlab-installed-*
 	touch $@
 
 install: $(STAMP)
+
+# --upgrade-package NAME (in LOCK_ARGS) moves one pin; --upgrade moves them all.
+lock: | $(BIN)/python
+	$(BIN)/python -m piptools --version >/dev/null 2>&1 || \
+		$(BIN)/python -m pip install -q "$$(grep -E '^pip-tools==' $(LOCK) | cut -d' ' -f1)"
+	CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/python -m piptools compile --quiet --strip-extras --allow-unsafe \
+		--extra dev --extra lock --annotation-style=line --no-emit-index-url --no-emit-find-links $(LOCK_ARGS) \
+		-o $(LOCK) pyproject.toml requirements/lock.in
 
 demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/radlab run $(EXPERIMENT) --jobs $(JOBS)

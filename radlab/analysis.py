@@ -21,15 +21,27 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from radlab import runs
-from radlab.experiment import MODEL_ORDER, PAPER_LABELS, paper_question, read_params, reward_ablations, reward_names
+from radlab.experiment import (
+    MODEL_ORDER,
+    PAPER_LABELS,
+    init_run,
+    paper_question,
+    read_params,
+    reward_ablations,
+    reward_names,
+)
+from radlab.metrics.report import CHEXPERT_PRED_PREFIX as CHEXPERT_PRED
+from radlab.metrics.report import CHEXPERT_REF_PREFIX as CHEXPERT_REF
 from radlab.vocab import split_list
 
 # Display order of metrics (models: radlab.experiment.MODEL_ORDER).
@@ -545,8 +557,264 @@ def write_findings(run_dir: str | os.PathLike[str], text: str, tables: Sequence[
     return runs.write_text(Path(run_dir) / "findings.md", "\n".join(parts))
 
 
+# ----------------------------------------------------------------------------------------------
+# Integrity checks: the environments behind each comparison, and reward hacking
+# ----------------------------------------------------------------------------------------------
+
+# env.json fields compared between runs (radlab.runs.environment_info), besides packages/<name>.
+ENV_FIELDS = ("git_commit", "python", "platform", "cpu_model", "torch_build", "torch_cuda", "torch_device",
+              "cuda_device_name", "torch_threads")
+ENV_COLUMNS = ["model_a", "model_b", "field", "a", "b"]
+
+
+def run_chain(run_dir: str | os.PathLike[str] | None) -> list[Path]:
+    """``[run_dir, the run its model started from, ...]``: each step is
+    :func:`radlab.experiment.init_run` over the run folders beside it (``[]`` for ``None``)."""
+    chain: list[Path] = []
+    current = Path(run_dir) if run_dir is not None else None
+    while current is not None and current not in chain:
+        chain.append(current)
+        names = {p.name for p in current.parent.iterdir() if (p / "params.yaml").exists()} \
+            if current.parent.is_dir() else set()
+        start = init_run(current.name, read_params(current), names)
+        current = current.parent / start if start else None
+    return chain
+
+
+def environment_of(run_dir: str | os.PathLike[str]) -> dict[str, str]:
+    """A run's ``env.json`` flattened to ``{field: value}`` (:data:`ENV_FIELDS` and
+    ``packages/<name>``, values as text); ``{}`` when the run has none."""
+    env = runs.read_json(Path(run_dir) / "env.json")
+    if not env:
+        return {}
+    flat = {f: str(env.get(f)) for f in ENV_FIELDS}
+    flat.update({f"packages/{k}": str(v) for k, v in (env.get("packages") or {}).items()})
+    return flat
+
+
+def _chain_values(chain: Sequence[Path], envs: Mapping[Path, dict[str, str]], field: str) -> tuple[frozenset[str], str]:
+    """The distinct values of ``field`` along a model's run chain, and their text (``"x"`` when all
+    runs agree, else ``"x (grpo); y (sft)"``)."""
+    per_run = [(p.name, envs[p].get(field, "–") if envs[p] else "no env.json") for p in chain]
+    values = frozenset(v for _, v in per_run)
+    text = per_run[0][1] if len(values) == 1 else "; ".join(f"{v} ({run})" for run, v in per_run)
+    return values, text
+
+
+def environment_differences(specs: Sequence[Any], comparisons: pd.DataFrame,
+                            run_dir: str | os.PathLike[str] | None = None) -> pd.DataFrame:
+    """Every environment difference between the two models of each compared pair.
+
+    A model's environment is the ``env.json`` of its run and of each run its model started from
+    (:func:`run_chain`: ``sft+grpo`` = the GRPO run and the SFT run).  For each pair of
+    ``comparisons`` (``model_a, model_b``; pairs with a shortcut baseline or a model without a
+    run folder are left out) and each field (:data:`ENV_FIELDS`: git commit, python, platform,
+    CPU model, torch build and CUDA, device, torch threads; and every package version), a row
+    when the set of values along the two chains differs.  Columns :data:`ENV_COLUMNS` (``a``/``b``:
+    the value, or ``"value (run); value (run)"`` when a chain's runs differ among themselves).
+    With ``run_dir`` (not finished) it is written to ``environment_differences.csv``.
+    """
+    by_name = {s.name: s for s in specs}
+    pairs = list(dict.fromkeys(zip(comparisons["model_a"], comparisons["model_b"]))) if len(comparisons) else []
+    rows = []
+    for a, b in pairs:
+        sa, sb = by_name.get(a), by_name.get(b)
+        if sa is None or sb is None or sa.run_dir is None or sb.run_dir is None:
+            continue
+        chains = run_chain(sa.run_dir), run_chain(sb.run_dir)
+        envs = {p: environment_of(p) for chain in chains for p in chain}
+        fields = list(ENV_FIELDS) + sorted({f for e in envs.values() for f in e if f.startswith("packages/")})
+        for f in fields:
+            (va, ta), (vb, tb) = _chain_values(chains[0], envs, f), _chain_values(chains[1], envs, f)
+            if va != vb or len(va) > 1:
+                rows.append({"model_a": a, "model_b": b, "field": f, "a": ta, "b": tb})
+    out = pd.DataFrame(rows, columns=ENV_COLUMNS)
+    if run_dir is not None and not runs.is_complete(run_dir):
+        runs.write_table(out, Path(run_dir) / "environment_differences.csv")
+    return out
+
+
+def environment_sentences(differences: pd.DataFrame, specs: Sequence[Any], comparisons: pd.DataFrame) -> list[str]:
+    """One sentence per compared pair of runs: the environment differences between them (all of
+    them, from :func:`environment_differences`), or that they share the environment."""
+    by_name = {s.name: s for s in specs}
+    pairs = list(dict.fromkeys(zip(comparisons["model_a"], comparisons["model_b"]))) if len(comparisons) else []
+    out = []
+    for a, b in pairs:
+        if a not in by_name or b not in by_name or by_name[a].run_dir is None or by_name[b].run_dir is None:
+            continue
+        sel = differences[(differences["model_a"] == a) & (differences["model_b"] == b)]
+        if sel.empty:
+            out.append(f"Environment, {a} vs {b}: every run behind both models shares the environment (git commit, "
+                       "package versions, torch build, CPU model, threads).")
+        else:
+            items = "; ".join(f"{r.field.removeprefix('packages/')} {r.a} vs {r.b}" for r in sel.itertuples(index=False))
+            out.append(f"Environment, {a} vs {b}: the runs differ beyond their parameters ({items}), so part of "
+                       "the difference between them may come from the environment.")
+    return out
+
+
+# A GRPO model is flagged when its reward's metric is higher (better) than its start model's on the
+# same evaluation rows while a CheXpert finding's F1 falls by more than HACK_F1_DROP (absolute) with
+# its paired bootstrap CI excluding 0.
+HACK_F1_DROP = 0.10
+# Sentences a model writes in at least this share of its reports (and in at least HACK_MIN_REPORTS
+# reports) that its start model and the references never write are listed with the check.
+HACK_SENTENCE_SHARE = 0.05
+HACK_MIN_REPORTS = 2
+# Report rewards -> the evaluation metric that measures what they reward (lower-is-better ones in
+# LOWER_IS_BETTER); rewards not here (length_guard, think_format, box rewards) are not checked.
+REWARD_METRICS = {"f1radgraph": "f1radgraph_{level}", "chexpert_f1": "chexpert_f1", "bleu": "bleu4",
+                  "rouge_l": "rouge_l", "radcliq_lite": "radcliq_lite"}
+HACK_COLUMNS = ["model", "start", "reward", "metric", "start_value", "value", "diff", "ci_low", "ci_high",
+                "fallen", "new_sentences", "n", "alarm"]
+_SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+def report_sentences(text: str) -> set[str]:
+    """The normalised sentences of a report: lower case, whitespace collapsed, end punctuation
+    dropped (``"The heart  size."`` -> ``{"the heart size"}``)."""
+    out = set()
+    for s in _SENTENCE_SPLIT.split(text if isinstance(text, str) else ""):
+        s = " ".join(s.lower().split()).strip(" .!?;:,")
+        if s:
+            out.add(s)
+    return out
+
+
+def new_sentences(reports: Sequence[str], others: Iterable[str], share: float = HACK_SENTENCE_SHARE,
+                  min_reports: int = HACK_MIN_REPORTS) -> dict[str, float]:
+    """``{sentence: share of reports}`` of the sentences in at least ``share`` of ``reports`` (and
+    ``min_reports`` of them) that none of ``others`` (start model's reports, references) contains;
+    most frequent first."""
+    seen = set().union(*(report_sentences(t) for t in others))
+    counts: dict[str, int] = {}
+    for t in reports:
+        for s in report_sentences(t):
+            counts[s] = counts.get(s, 0) + 1
+    n = max(len(reports), 1)
+    hits = {s: c / n for s, c in counts.items() if s not in seen and c >= min_reports and c / n >= share}
+    return dict(sorted(hits.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def _reward_metric(item: str) -> str | None:
+    name, _, opts = item.partition(":")
+    template = REWARD_METRICS.get(name.strip())
+    if template is None:
+        return None
+    options = dict(o.split("=", 1) for o in opts.split(":") if "=" in o)
+    return template.format(level=options.get("level", "partial"))
+
+
+def _paired_label_f1(pa: np.ndarray, pb: np.ndarray, ref: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Per-label F1 of ``a`` minus ``b`` under resample weights ``w`` ``(B, n)``: ``(B, k)``
+    (NaN where neither model nor reference has the label in a resample)."""
+    def f1(p: np.ndarray) -> np.ndarray:
+        tp, fp, fn = w @ (p * ref), w @ (p * (1 - ref)), w @ ((1 - p) * ref)
+        denom = 2 * tp + fp + fn
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(denom > 0, 2 * tp / np.where(denom > 0, denom, 1), np.nan)
+    return f1(pa) - f1(pb)
+
+
+def reward_hacking(per_sample: pd.DataFrame, specs: Sequence[Any], *, n_boot: int = 2000, ci: float = 0.95,
+                   seed: int = 0, f1_drop: float = HACK_F1_DROP, run_dir: str | os.PathLike[str] | None = None
+                   ) -> pd.DataFrame:
+    """Reward-hacking check of every evaluated GRPO model against its start model (report rows).
+
+    On the report rows both models answered (matched on ``id``), per report reward of the run
+    (:data:`REWARD_METRICS`): the metric's mean for start and model, ``diff`` (model − start,
+    sign-flipped for lower-is-better metrics so that > 0 means the reward's metric improved) with
+    its paired bootstrap CI; ``fallen``: CheXpert findings whose F1 (``chexpert_pred/<label>`` vs
+    ``chexpert_ref/<label>``, labels with reference support) falls by more than ``f1_drop``
+    (absolute) with the paired bootstrap CI of the fall excluding 0, as ``"Cardiomegaly 0.81->0.19
+    (-0.62 [-0.80, -0.45])"`` joined by ``"; "``; ``new_sentences``: :func:`new_sentences` of the
+    model's reports against the start's reports and the references, as ``"the heart size (22%)"``;
+    ``alarm``: ``diff > 0`` and ``fallen`` non-empty.  One row per (model, report reward); columns
+    :data:`HACK_COLUMNS`.  With ``run_dir`` (not finished) written to ``reward_hacking.csv``.
+    """
+    rows = []
+    rep = per_sample[per_sample["task"] == "report"] if len(per_sample) else per_sample
+    labels = [c.removeprefix(CHEXPERT_PRED) for c in per_sample.columns if c.startswith(CHEXPERT_PRED)
+              and CHEXPERT_REF + c.removeprefix(CHEXPERT_PRED) in per_sample.columns]
+    models = set(rep["model"]) if len(rep) else set()
+    for model, start in grpo_starts(specs).items():
+        if model not in models or start not in models:
+            continue
+        spec = next(s for s in specs if s.name == model)
+        items = [(item, m) for item in reward_names(spec.run_params) if (m := _reward_metric(item))]
+        a = rep[rep["model"] == model].drop_duplicates("id")
+        b = rep[rep["model"] == start].drop_duplicates("id")
+        pair = a.merge(b, on="id", suffixes=("", "_start"))
+        n = len(pair)
+        if not items or n == 0:
+            continue
+        rng = np.random.default_rng(seed)
+        w = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(n_boot)]).astype(float)
+        lo_q, hi_q = 100 * (1 - ci) / 2, 100 * (1 + ci) / 2
+        fallen = []
+        if labels:
+            pa = pair[[CHEXPERT_PRED + k for k in labels]].to_numpy(float)
+            pb = pair[[CHEXPERT_PRED + k + "_start" for k in labels]].to_numpy(float)
+            ref = pair[[CHEXPERT_REF + k for k in labels]].to_numpy(float)
+            point = _paired_label_f1(pa, pb, ref, np.ones((1, n)))[0]
+            boot = _paired_label_f1(pa, pb, ref, w)
+            for k, label in enumerate(labels):
+                if ref[:, k].sum() == 0 or not np.isfinite(point[k]):
+                    continue
+                lo, hi = np.nanpercentile(boot[:, k], [lo_q, hi_q])
+                if point[k] < -f1_drop and hi < 0:
+                    f_b = _paired_label_f1(pb, np.zeros_like(pb), ref, np.ones((1, n)))[0][k]
+                    fallen.append(f"{label} {f_b:.2f}->{f_b + point[k]:.2f} ({point[k]:+.2f} [{lo:+.2f}, {hi:+.2f}])")
+        others = list(pair["prediction_start"].fillna("")) + list(pair["reference"].fillna(""))
+        hits = new_sentences(list(pair["prediction"].fillna("")), others)
+        sentences = "; ".join(f"{s} ({v:.0%})" for s, v in hits.items())
+        for item, metric in items:
+            if metric not in pair or pair[metric].isna().all():
+                continue
+            x, y = pair[metric].to_numpy(float), pair[metric + "_start"].to_numpy(float)
+            sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+            d = sign * (x - y)
+            boot_d = (w @ d) / n
+            lo, hi = np.percentile(boot_d, [lo_q, hi_q])
+            diff = float(d.mean())
+            rows.append({"model": model, "start": start, "reward": item, "metric": metric,
+                         "start_value": float(y.mean()), "value": float(x.mean()), "diff": diff,
+                         "ci_low": float(lo), "ci_high": float(hi), "fallen": "; ".join(fallen),
+                         "new_sentences": sentences, "n": n, "alarm": bool(diff > 0 and fallen)})
+    out = pd.DataFrame(rows, columns=HACK_COLUMNS)
+    if run_dir is not None and not runs.is_complete(run_dir):
+        runs.write_table(out, Path(run_dir) / "reward_hacking.csv")
+    return out
+
+
+def reward_hacking_sentences(table: pd.DataFrame) -> list[str]:
+    """One sentence per checked GRPO model from :func:`reward_hacking`'s table: the alarm with its
+    evidence (rewards whose metric rose, findings whose F1 fell, new frequent sentences), or why not."""
+    out = []
+    for model, sub in table.groupby("model", sort=False):
+        start = sub["start"].iloc[0]
+        rose = [f"{LABELS.get(r.metric, r.metric)} {r.start_value:.3f}->{r.value:.3f} "
+                f"(improvement {r.diff:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}])"
+                for r in sub.itertuples(index=False) if r.diff > 0]
+        fallen, sentences = sub["fallen"].iloc[0], sub["new_sentences"].iloc[0]
+        written = (f" Sentences {model} writes in at least {HACK_SENTENCE_SHARE:.0%} of its reports that {start} and "
+                   f"the references never write: {sentences}.") if sentences else ""
+        if sub["alarm"].any():
+            out.append(f"Reward hacking alarm for {model}: its reward's metric rose over {start} ({'; '.join(rose)}) "
+                       f"while CheXpert F1 fell by more than {HACK_F1_DROP:.2f} with a CI excluding 0 for: {fallen}."
+                       + written)
+        else:
+            why = ("no reward metric rose" if not rose else
+                   f"no CheXpert finding's F1 fell by more than {HACK_F1_DROP:.2f} with a CI excluding 0")
+            out.append(f"No reward hacking alarm for {model} vs {start}: {why}." + written)
+    return out
+
+
 __all__ = [
     "GROUNDING_METRICS", "LENGTH_COLLAPSE", "REPORT_METRICS", "TABLE3_COLUMNS", "Table", "findings", "grpo_starts",
     "headline_metric", "key_tests", "metric_table", "model_order", "models_frame", "notes_markdown", "paper_labels",
     "shortcut_table", "summary", "table1", "table2", "table3", "verdict", "write_findings",
+    "ENV_FIELDS", "HACK_F1_DROP", "environment_differences", "environment_of", "environment_sentences", "new_sentences",
+    "report_sentences", "reward_hacking", "reward_hacking_sentences", "run_chain",
 ]

@@ -608,7 +608,10 @@ class GRPOParams(TrainingParams):
     num_iterations: int = field(default=1, metadata=_help("policy updates per generation batch (mu)"))
     temperature: float = field(default=1.0, metadata=_help("sampling temperature of the rollouts"))
     top_p: float = field(default=1.0, metadata=_help("nucleus sampling of the rollouts"))
-    max_completion_length: int = field(default=64, metadata=_help("rollout token budget"))
+    # The rollout budget max_completion_length = 0 stands for, by thinking (the think block comes first).
+    COMPLETION_LENGTH: ClassVar[dict[bool, int]] = {False: 64, True: 160}
+    max_completion_length: int = field(default=0, metadata=_help(
+        "rollout token budget; 0 means 64, or 160 with thinking (the think block needs room)"))
     mask_truncated_completions: bool = field(default=False, metadata=_help("drop the loss of completions cut at the budget"))
     use_vllm: bool = field(default=False, metadata=_help("generate rollouts with vLLM (GPU)"))
     vllm_mode: str = field(default="colocate", metadata=_help("'colocate' (vLLM in the trainer processes) or 'server' (trl vllm-serve)"))
@@ -627,6 +630,8 @@ class GRPOParams(TrainingParams):
         super().__post_init__()
         if not self.init_model:
             self.init_model = str(self.stage_path("cold_start" if self.thinking else "sft") / "model")
+        if self.max_completion_length == 0:  # derived, so a saved run compares equal whichever way it was set
+            self.max_completion_length = self.COMPLETION_LENGTH[self.thinking]
         tasks = split_list(self.tasks)
         if not tasks or [t for t in tasks if t not in TASKS]:
             raise ParamError(f"parameter 'tasks': {self.tasks!r}; expected a comma-separated subset of {TASKS}")

@@ -133,18 +133,39 @@ def package_versions(names: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str
     return out
 
 
+def cpu_model(cpuinfo: str | os.PathLike[str] = "/proc/cpuinfo") -> str:
+    """The CPU's model name (``/proc/cpuinfo``'s first ``model name``, else ``platform.processor()``;
+    ``"unknown"`` when neither says): numbers computed on CPU can differ between CPU models."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, sep, value = line.partition(":")
+                if sep and key.strip() == "model name" and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
 def environment_info() -> dict[str, Any]:
-    """What ``env.json`` records: commit, versions, python, platform and torch device."""
+    """What ``env.json`` records: commit, versions, python, platform, CPU model and torch build/device.
+
+    ``torch_build`` is ``torch.__version__`` with its build suffix (``2.13.0+cpu``, ``2.9.0+cu128``)
+    and ``torch_cuda`` the CUDA version it was built for (``None`` for CPU builds).
+    """
     info: dict[str, Any] = {
         "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "git_commit": git_commit(Path(__file__).resolve().parent),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
+        "cpu_model": cpu_model(),
         "packages": package_versions(),
     }
     try:
         import torch
 
+        info["torch_build"] = str(torch.__version__)
+        info["torch_cuda"] = torch.version.cuda
         info["torch_device"] = "cuda" if torch.cuda.is_available() else "cpu"
         info["cuda_device_name"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
         info["torch_threads"] = torch.get_num_threads()

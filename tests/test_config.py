@@ -8,7 +8,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 import yaml
@@ -348,3 +348,69 @@ def test_reward_ablation_differs_from_grpo_only_in_its_rewards(exp: str) -> None
     assert ablation.pop("reward_names") == "bleu,box_soft_f1" and ablation.pop("run_name") == "grpo_bleu"
     base.pop("reward_names")
     assert ablation == base
+
+
+@pytest.mark.parametrize("exp", ["demo", "smoke"])
+def test_combined_reward_ablation_is_one_more_table3_row(exp: str) -> None:
+    """grpo_chexpert.yaml: grpo.yaml with F1-RadGraph and CheXpert F1 as report rewards, nothing else;
+    labelled ``sft+grpo[f1radgraph+chexpert_f1]`` and grouped with ``grpo`` (and ``grpo_bleu``) in Table 3."""
+    from radlab.experiment import ModelSpec, label_runs, reward_ablations
+
+    base = config.load_yaml(ROOT / "params" / exp / "grpo.yaml")
+    combined = config.load_yaml(ROOT / "params" / exp / "grpo_chexpert.yaml")
+    assert combined.pop("reward_names") == "f1radgraph,chexpert_f1,box_soft_f1"
+    assert combined.pop("run_name") == "grpo_chexpert"
+    base.pop("reward_names")
+    assert combined == base
+    run_params = {name: {**config.load_yaml(ROOT / "params" / exp / f"{name}.yaml")}
+                  for name in ("sft", "grpo", "grpo_bleu", "grpo_chexpert")}
+    labels = label_runs(run_params)
+    assert labels["grpo_chexpert"] == "sft+grpo[f1radgraph+chexpert_f1]"
+    specs = [ModelSpec(labels[n], "x", run_params=p, run=n, start="sft" if n != "sft" else "") for n, p in run_params.items()]
+    (group,) = reward_ablations(specs)
+    assert [s.run for s in group.runs] == ["grpo", "grpo_bleu", "grpo_chexpert"]
+    assert group.reference == "grpo" and group.differences["grpo_chexpert"] == []
+
+
+def _notebook_defaults(stage_notebook: str) -> dict[str, Any]:
+    """The values of a notebook's parameters cell (its first code cell), as papermill starts from."""
+    import nbformat
+
+    nb = nbformat.read(ROOT / "notebooks" / f"{stage_notebook}.ipynb", as_version=4)
+    namespace: dict[str, Any] = {}
+    exec(next(c.source for c in nb.cells if c.cell_type == "code"), namespace)  # noqa: S102 - our own notebook
+    return {k: v for k, v in namespace.items() if not k.startswith("__")}
+
+
+@pytest.mark.parametrize("thinking, budget", [(False, 64), (True, 160)])
+def test_grpo_completion_budget_is_derived_from_thinking(tmp_path: Path, thinking: bool, budget: int) -> None:
+    """``make demo`` then ``papermill 03_grpo.ipynb -p thinking True`` reuses the finished run: the demo
+    params file and the notebook's defaults both leave max_completion_length at 0, which resolves to the
+    budget of the thinking setting, so the saved params.yaml (derived value) compares equal."""
+    from radlab.config import StageRun
+
+    demo = config.load_yaml(ROOT / "params" / "demo" / ("grpo_think.yaml" if thinking else "grpo.yaml"))
+    assert demo["max_completion_length"] == 0 and demo["thinking"] is thinking
+    made = config.validate("grpo", {**demo, "output_root": str(tmp_path)}, check_inputs=False)
+    assert made.max_completion_length == budget
+    # The finished run `make demo` leaves (params.yaml holds the derived value).
+    made.run_dir.mkdir(parents=True)
+    runs.write_yaml(made.run_dir / "params.yaml", dataclasses.asdict(made))
+    runs.mark_complete(made.run_dir, {})
+    assert config.read_params(made.run_dir)["max_completion_length"] == budget
+
+    notebook = {**_notebook_defaults("03_grpo"), "output_root": str(tmp_path), "thinking": thinking}
+    assert notebook["max_completion_length"] == 0 and notebook["experiment"] == "demo"
+    run = StageRun.of(config.validate("grpo", notebook, check_inputs=False))
+    assert run.run_dir == made.run_dir and run.differences() == {}
+    run.check()  # no "finished 'grpo' run with other parameters"
+    assert run.reusable
+
+    # An explicit budget is kept, and one that differs from the finished run's is still a difference.
+    other = StageRun.of(config.validate("grpo", {**notebook, "max_completion_length": 100}, check_inputs=False))
+    assert other.params.max_completion_length == 100
+    assert other.differences() == {"max_completion_length": (budget, 100)}
+    with pytest.raises(ParamError, match=rf"other parameters \(max_completion_length: {budget} -> 100\)"):
+        other.check()
+    with pytest.raises(ParamError, match="max_completion_length >= 1"):
+        config.validate("grpo", {**notebook, "max_completion_length": -1}, check_inputs=False)
