@@ -222,6 +222,7 @@ def _text(cell: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
+@pytest.mark.slow
 def test_jupyterlab_loop_and_rendered_index(smoke: dict[str, Path], jupyterlab: str, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 

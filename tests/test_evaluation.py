@@ -356,6 +356,7 @@ def test_generation_cache_is_reused(evaluated: tuple) -> None:
     pd.testing.assert_frame_equal(out.per_sample[cols], again.per_sample[cols])
 
 
+@pytest.mark.slow
 def test_parallel_workers_match_in_kernel(evaluated: tuple, tmp_path: Path) -> None:
     # Two spawned worker processes must produce the in-kernel greedy generations, in job order.
     import dataclasses

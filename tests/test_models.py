@@ -56,6 +56,7 @@ def test_chat_template_marks_assistant_tokens(tiny_dir: Path) -> None:
     assert "Describe" not in answer
 
 
+@pytest.mark.slow
 def test_reload_offline_in_fresh_process_and_generate(tiny_dir: Path) -> None:
     """The Auto classes load the folder offline, without trust_remote_code, once radlab is imported."""
     code = f"""
