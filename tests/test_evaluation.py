@@ -312,6 +312,7 @@ def evaluated(experiment: Path) -> tuple:
     return p, specs, evalset, out
 
 
+@pytest.mark.slow  # needs the session's evaluate_all run (the analysis end to end)
 def test_output_contracts(evaluated: tuple) -> None:
     p, _, evalset, out = evaluated
     results = pd.read_csv(p.run_dir / "results.csv")
@@ -345,6 +346,7 @@ def test_output_contracts(evaluated: tuple) -> None:
     assert [(c.a, c.b) for c in out.pairs][:2] == [("grpo", "sft"), ("cold_start", "sft")]
 
 
+@pytest.mark.slow  # needs the session's evaluate_all run (the analysis end to end)
 def test_generation_cache_is_reused(evaluated: tuple) -> None:
     p, specs, evalset, out = evaluated
     assert not out.timings.set_index("model").loc["sft", "cached"]
@@ -376,6 +378,7 @@ def test_parallel_workers_match_in_kernel(evaluated: tuple, tmp_path: Path) -> N
     assert not got["cached"].any() and len(list((tmp_path / "generations").glob("*.parquet"))) == len(specs)
 
 
+@pytest.mark.slow  # needs the session's evaluate_all run (the analysis end to end)
 def test_tables_and_figures(evaluated: tuple) -> None:
     from radlab.plots_analysis import make_figures
 
