@@ -16,12 +16,13 @@ STAMP := $(VENV)/.radlab-installed-$(shell cat pyproject.toml $(LOCK) | cksum | 
 EXPERIMENT ?= demo
 JOBS ?= 2
 
-.PHONY: install lock demo test lint bench clean-runs help
+.PHONY: install lock demo test test-fast lint bench clean-runs help
 
 help:
 	@echo "make lock   - regenerate requirements/lock.txt (every package pinned) from pyproject.toml"
 	@echo "make demo   - run data -> sft -> cold_start -> grpo -> analysis on params/demo, writes runs/demo/"
 	@echo "make test   - run the test suite (unit, params, notebook smoke runs)"
+	@echo "make test-fast - the suite without the tests marked slow (papermill runs, kernels, browser)"
 	@echo "make lint   - ruff on radlab/, tests/, bench/, the nbstripout check and the import layers (lint-imports)"
 	@echo "make bench  - run every benchmark in bench/ and print its figures"
 
@@ -53,6 +54,10 @@ demo: install
 test: install
 	$(BIN)/lint-imports --no-logo
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+
+# The edit-test loop: everything but @pytest.mark.slow (under 3 minutes on 2 cores); CI runs `test`.
+test-fast: install
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not slow"
 
 lint: install
 	$(BIN)/ruff check radlab tests bench

@@ -124,7 +124,7 @@ def smoke(smoke_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[st
 
 
 @pytest.fixture()
-def jupyterlab(smoke: dict[str, Path], tmp_path: Path) -> Iterator[str]:
+def jupyterlab(smoke: dict[str, Path], tmp_path: Path, papermill) -> Iterator[str]:
     """A JupyterLab server on 127.0.0.1 (free port, random token) serving the lab folder; yields its
     URL with the token.  Stopped with its kernels (its whole process group) at the end."""
     port, token = _free_port(), secrets.token_urlsafe(24)
@@ -136,10 +136,9 @@ def jupyterlab(smoke: dict[str, Path], tmp_path: Path) -> Iterator[str]:
         path = settings / f"{plugin}.jupyterlab-settings"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(value))
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore",
-           "JUPYTER_CONFIG_DIR": str(tmp_path / "jupyter_config"), "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
-           # The kernel imports this checkout's radlab.
-           "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    # The notebook tests' environment (this checkout's radlab first, offline), JupyterLab's folders private.
+    env = {**papermill.env, "JUPYTER_CONFIG_DIR": str(tmp_path / "jupyter_config"),
+           "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
     cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ip=127.0.0.1", f"--port={port}",
            "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
            f"--ServerApp.root_dir={smoke['lab']}", "--LabApp.news_url=None", "--LabApp.expose_app_in_browser=True",
@@ -222,6 +221,7 @@ def _text(cell: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
+@pytest.mark.slow
 def test_jupyterlab_loop_and_rendered_index(smoke: dict[str, Path], jupyterlab: str, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 

@@ -223,7 +223,9 @@ def test_every_params_yaml_parses_and_validates(path: Path) -> None:
     text = path.read_text()
     # PyYAML reads 1e-5 as a string: floats must carry a dot.
     assert not re.search(r":\s*[-+]?\d+e[-+]?\d+\s*(#.*)?$", text, re.M), f"{path}: write floats like 1.0e-05"
-    config.validate(stage, values, source=str(path), check_inputs=False)
+    params = config.validate(stage, values, source=str(path), check_inputs=False)
+    if path.stem == "grpo_think":
+        assert params.thinking is True, f"{path}: grpo_think starts from the cold start (thinking: true)"
 
 
 def test_accelerate_configs_parse() -> None:

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -143,13 +140,10 @@ def test_smoke_params_are_small():
 
 
 @pytest.mark.slow
-def test_notebook_smoke(tmp_path):
+def test_notebook_smoke(tmp_path, papermill):
     """papermill 00_data on params/smoke/data.yaml into a temporary output_root."""
-    out = tmp_path / "out.ipynb"
-    cmd = [sys.executable, "-m", "papermill", str(ROOT / "notebooks" / "00_data.ipynb"), str(out),
-           "-f", str(ROOT / "params" / "smoke" / "data.yaml"), "-p", "output_root", str(tmp_path / "runs"),
-           "--cwd", str(ROOT), "-k", "python3", "--no-progress-bar"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    proc = papermill("00_data.ipynb", tmp_path / "out.ipynb", params="params/smoke/data.yaml",
+                     output_root=tmp_path / "runs")
     assert proc.returncode == 0, proc.stderr[-3000:]
     run_dir = tmp_path / "runs" / "smoke" / "data"
     for rel in ("DONE", "params.yaml", "env.json", "counts.csv", "skipped.csv", "figures/gallery.png", "eval", "sft", "grpo"):

@@ -5,9 +5,6 @@ image writes, the vLLM one-size check, and 00_data under papermill on params alo
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import datasets
@@ -191,15 +188,9 @@ def test_vllm_check_names_the_cause_and_the_fix(tmp_path):
     check_vllm_image_sizes(mixed, use_vllm=False)  # HF generation handles mixed sizes
 
 
-def _papermill(params_file: Path, out_root: Path) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "papermill", str(ROOT / "notebooks" / "00_data.ipynb"), str(out_root / "out.ipynb"),
-           "-f", str(params_file), "--cwd", str(ROOT), "-k", "python3", "--no-progress-bar"]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("case", ["vindr_dicom", "nih_chexpert_plus"])
-def test_real_data_builds_through_the_notebook_on_params_alone(folders, tmp_path, case):
+def test_real_data_builds_through_the_notebook_on_params_alone(folders, tmp_path, case, papermill):
     values = {**yaml.safe_load((ROOT / "params" / "smoke" / "data.yaml").read_text()),
               "experiment": case, "output_root": str(tmp_path / "runs"), "image_size": 64}
     if case == "vindr_dicom":
@@ -208,7 +199,7 @@ def test_real_data_builds_through_the_notebook_on_params_alone(folders, tmp_path
         values.update(sources=mixture(folders))
     params_file = tmp_path / "data.yaml"
     params_file.write_text(yaml.safe_dump(values))
-    proc = _papermill(params_file, tmp_path)
+    proc = papermill("00_data.ipynb", tmp_path / "out.ipynb", params=params_file, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run_dir = tmp_path / "runs" / case / "data"
     for rel in ("DONE", "counts.csv", "skipped.csv", "figures/gallery.png", "sft", "grpo", "eval"):

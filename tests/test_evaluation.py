@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import math
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -316,6 +314,7 @@ def evaluated(experiment: Path) -> tuple:
     return p, specs, evalset, out
 
 
+@pytest.mark.slow  # needs the session's evaluate_all run (the analysis end to end)
 def test_output_contracts(evaluated: tuple) -> None:
     p, _, evalset, out = evaluated
     results = pd.read_csv(p.run_dir / "results.csv")
@@ -349,6 +348,7 @@ def test_output_contracts(evaluated: tuple) -> None:
     assert [(c.a, c.b) for c in out.pairs][:2] == [("grpo", "sft"), ("cold_start", "sft")]
 
 
+@pytest.mark.slow  # needs the session's evaluate_all run (the analysis end to end)
 def test_generation_cache_is_reused(evaluated: tuple) -> None:
     p, specs, evalset, out = evaluated
     assert not out.timings.set_index("model").loc["sft", "cached"]
@@ -358,6 +358,7 @@ def test_generation_cache_is_reused(evaluated: tuple) -> None:
     pd.testing.assert_frame_equal(out.per_sample[cols], again.per_sample[cols])
 
 
+@pytest.mark.slow
 def test_parallel_workers_match_in_kernel(evaluated: tuple, tmp_path: Path) -> None:
     # Two spawned worker processes must produce the in-kernel greedy generations, in job order.
     import dataclasses
@@ -379,6 +380,7 @@ def test_parallel_workers_match_in_kernel(evaluated: tuple, tmp_path: Path) -> N
     assert not got["cached"].any() and len(list((tmp_path / "generations").glob("*.parquet"))) == len(specs)
 
 
+@pytest.mark.slow  # needs the session's evaluate_all run (the analysis end to end)
 def test_tables_and_figures(evaluated: tuple) -> None:
     from radlab.plots_analysis import make_figures
 
@@ -536,14 +538,15 @@ def test_verdict_lower_is_better() -> None:
 
 
 @pytest.mark.slow
-def test_notebook_smoke(experiment: Path, tmp_path: Path) -> None:
+def test_notebook_smoke(experiment: Path, tmp_path: Path, papermill) -> None:
     """papermill 04_analysis on params/smoke/analysis.yaml against the fixture experiment."""
     out = tmp_path / "out.ipynb"
-    cmd = [sys.executable, "-m", "papermill", str(ROOT / "notebooks" / "04_analysis.ipynb"), str(out),
-           "-f", str(ROOT / "params" / "smoke" / "analysis.yaml"), "-p", "experiment", "smoke",
-           "-p", "output_root", str(experiment), "--cwd", str(ROOT), "-k", "python3", "--no-progress-bar"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
-                          env={**__import__("os").environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2"})
+
+    def analysis(out: Path):
+        return papermill("04_analysis.ipynb", out, params="params/smoke/analysis.yaml", env={"OMP_NUM_THREADS": "2"},
+                         experiment="smoke", output_root=experiment)
+
+    proc = analysis(out)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run_dir = experiment / "smoke" / "analysis"
     for name in ("results.csv", "comparisons.csv", "per_sample.parquet", "findings.md", "DONE"):
@@ -566,9 +569,7 @@ def test_notebook_smoke(experiment: Path, tmp_path: Path) -> None:
                 for p in sorted(run_dir.rglob("*")) if p.is_file()}
 
     before = files()
-    cmd[cmd.index(str(out))] = str(tmp_path / "again.ipynb")
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
-                          env={**__import__("os").environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2"})
+    proc = analysis(tmp_path / "again.ipynb")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "holds this finished analysis" in (tmp_path / "again.ipynb").read_text()
     assert files() == before

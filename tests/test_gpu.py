@@ -23,20 +23,19 @@ pytestmark = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
 ]
 
-GPU = ("-p", "bf16", "True", "-p", "gradient_checkpointing", "True")
+GPU = {"bf16": True, "gradient_checkpointing": True}
 
 
 def _done(run: Path) -> dict:
     return json.loads((run / "DONE").read_text())
 
 
-def test_sft_and_grpo_on_gpu_in_bf16(tmp_path: Path) -> None:
+def test_sft_and_grpo_on_gpu_in_bf16(tmp_path: Path, papermill) -> None:
     root = tmp_path / "runs"
     exp = root / "smoke"
-    out = ("-p", "output_root", str(root))
-    run_ok("00_data.ipynb", tmp_path / "00_data.ipynb", "params/smoke/data.yaml", *out)
+    run_ok(papermill, "00_data.ipynb", tmp_path / "00_data.ipynb", "params/smoke/data.yaml", output_root=root)
 
-    run_ok("01_sft.ipynb", tmp_path / "01_sft.ipynb", "params/smoke/sft.yaml", *out, *GPU)
+    run_ok(papermill, "01_sft.ipynb", tmp_path / "01_sft.ipynb", "params/smoke/sft.yaml", output_root=root, **GPU)
     sft = exp / "sft"
     env = json.loads((sft / "env.json").read_text())
     assert env["torch_device"] == "cuda" and env["cuda_device_name"]
@@ -48,16 +47,16 @@ def test_sft_and_grpo_on_gpu_in_bf16(tmp_path: Path) -> None:
 
     # A run is resumed from its last checkpoint: the bf16 weights, optimizer and step (continuing this
     # finished run to more steps changes its params, so it takes force=True).
-    run_ok("01_sft.ipynb", tmp_path / "01_sft_resume.ipynb", "params/smoke/sft.yaml", *out, *GPU,
-           "-p", "resume", "True", "-p", "max_steps", "6", "-p", "force", "True")
+    run_ok(papermill, "01_sft.ipynb", tmp_path / "01_sft_resume.ipynb", "params/smoke/sft.yaml", output_root=root,
+           **GPU, resume=True, max_steps=6, force=True)
     done = _done(sft)
     assert done["global_step"] == 6
     assert Path(done["resumed_from"]).name == "checkpoint-4"
     state = json.loads((sft / "trainer_state.json").read_text())
     assert [h["step"] for h in state["log_history"] if "loss" in h] == [1, 2, 3, 4, 5, 6]
 
-    run_ok("03_grpo.ipynb", tmp_path / "03_grpo.ipynb", "params/smoke/grpo.yaml", *out, *GPU,
-           "-p", "lora", "True", "-p", "beta", "0.01", "-p", "epsilon_high", "0.28", "-p", "max_steps", "3")
+    run_ok(papermill, "03_grpo.ipynb", tmp_path / "03_grpo.ipynb", "params/smoke/grpo.yaml", output_root=root, **GPU,
+           lora=True, beta=0.01, epsilon_high=0.28, max_steps=3)
     grpo = exp / "grpo"
     assert json.loads((grpo / "env.json").read_text())["torch_device"] == "cuda"
     assert _done(grpo)["global_step"] == 3

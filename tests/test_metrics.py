@@ -32,12 +32,22 @@ def test_iou_matrix_matches_formats_box_iou():
             assert m[i, j] == pytest.approx(box_iou(a[i], b[j]))
 
 
-def test_soft_f1_figure1_and_docstring_disagreement():
-    iou = box_iou(FIG1_PRED, FIG1_GT)
-    assert iou == pytest.approx(0.596, abs=1e-3)
-    assert M.soft_f1([FIG1_PRED], [FIG1_GT]) == pytest.approx(2 * iou / (1 + iou))
-    assert M.soft_f1([FIG1_PRED], [FIG1_GT]) == pytest.approx(0.747, abs=1e-3)
-    assert "0.747" in M.soft_f1.__doc__ and "0.6" in M.soft_f1.__doc__
+def test_soft_f1_follows_the_code_not_figure1():
+    # Figure 1's boxes by hand: intersection 0.37 x 0.11 = 0.0407, union 0.052 + 0.057 - 0.0407 = 0.0683.
+    iou = 0.0407 / 0.0683
+    assert box_iou(FIG1_PRED, FIG1_GT) == pytest.approx(iou)
+    # The code: one matched box has P = 1, R = IoU, F1 = 2 IoU / (1 + IoU) = 0.7468; the figure prints
+    # 0.6 (the IoU, as if P = TP_mass / n_pred), which this definition does not give.
+    assert M.soft_f1([FIG1_PRED], [FIG1_GT]) == pytest.approx(0.74679, abs=1e-4)
+    assert M.soft_f1([FIG1_PRED], [FIG1_GT]) != pytest.approx(iou, abs=1e-2)
+    far = [0.0, 0.0, 0.1, 0.1]
+    # An extra box that overlaps nothing is a false positive: P = IoU / (IoU + 1) = 0.3734, R = IoU -> 0.4591.
+    assert M.soft_f1([FIG1_PRED, far], [FIG1_GT]) == pytest.approx(0.45911, abs=1e-4)
+    # A missed second reference box halves the recall: P = 1, R = IoU / 2 -> 0.4591 as well.
+    assert M.soft_f1([FIG1_PRED], [FIG1_GT, far]) == pytest.approx(0.45911, abs=1e-4)
+    # Order does not matter (Hungarian matching), and touching is not overlapping (IoU 0 is no match).
+    assert M.soft_f1([far, FIG1_PRED], [FIG1_GT]) == pytest.approx(0.45911, abs=1e-4)
+    assert M.soft_f1([[0.1, 0.0, 0.2, 0.1]], [far]) == 0.0
 
 
 def test_ap_voc_output_order_and_duplicates():

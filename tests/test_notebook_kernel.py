@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import os
 import queue
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -44,11 +42,9 @@ def edit_parameters(cell: str, **values: Any) -> str:
 class Kernel:
     """A python3 kernel that runs cells with history, like JupyterLab; ``run`` returns the error or ''."""
 
-    def __init__(self, cwd: Path) -> None:
+    def __init__(self, cwd: Path, env: dict[str, str]) -> None:
         from jupyter_client.manager import start_new_kernel
 
-        env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-               "PYTHONWARNINGS": "ignore"}
         self.km, self.kc = start_new_kernel(kernel_name="python3", cwd=str(cwd), env=env)
 
     def run(self, code: str, timeout: float = 300) -> tuple[str, str]:
@@ -83,8 +79,8 @@ class Kernel:
 
 
 @pytest.fixture()
-def kernel(tmp_path: Path):
-    k = Kernel(REPO)
+def kernel(tmp_path: Path, papermill):
+    k = Kernel(REPO, papermill.env)  # the notebook tests' environment
     yield k
     k.close()
 
@@ -133,14 +129,9 @@ def test_rerunning_cells_in_a_live_kernel(kernel: Kernel, tmp_path: Path) -> Non
 
 
 @pytest.mark.slow
-def test_papermill_typo_is_named_before_any_work(tmp_path: Path) -> None:
-    import subprocess
-
-    out = tmp_path / "out.ipynb"
-    proc = subprocess.run(
-        [sys.executable, "-m", "papermill", str(REPO / "notebooks" / "01_sft.ipynb"), str(out), "-k", "python3",
-         "--cwd", str(REPO), "--no-progress-bar", "-p", "output_root", str(tmp_path / "runs"), "-p", "lerning_rate", "0.1"],
-        env={**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=240)
+def test_papermill_typo_is_named_before_any_work(tmp_path: Path, papermill) -> None:
+    proc = papermill("01_sft.ipynb", tmp_path / "out.ipynb", output_root=tmp_path / "runs", lerning_rate=0.1,
+                     timeout=240)
     assert proc.returncode != 0
     assert "ParamError" in proc.stderr and "['lerning_rate']" in proc.stderr
     assert not (tmp_path / "runs").exists(), "nothing is written before the parameters are valid"

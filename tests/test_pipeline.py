@@ -43,6 +43,7 @@ def fake_repo(tmp_path: Path) -> Path:
     return tmp_path
 
 
+@pytest.mark.slow
 def test_runs_in_order_then_skips_complete(fake_repo: Path) -> None:
     out = fake_repo / "runs"
     logs: list[str] = []
@@ -57,6 +58,7 @@ def test_runs_in_order_then_skips_complete(fake_repo: Path) -> None:
     assert [(r.name, r.status) for r in res] == [("sft", "done")]
 
 
+@pytest.mark.slow
 def test_failure_names_notebook_and_cell_and_keeps_earlier(fake_repo: Path) -> None:
     _notebook(fake_repo / "notebooks" / "01_sft.ipynb", "x = 1\nraise ValueError('boom in sft')")
     out = fake_repo / "runs"

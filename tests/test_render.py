@@ -270,6 +270,7 @@ TRAINS = (
 )
 
 
+@pytest.mark.slow
 def test_runner_renders_pages_and_index_and_shows_progress(tmp_path: Path) -> None:
     from radlab.pipeline import run_pipeline
     from radlab.vocab import NOTEBOOKS

@@ -22,53 +22,43 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
 
 
-def papermill(notebook: str, out: Path, params_file: str | None, *extra: str, timeout: int = 240) -> subprocess.CompletedProcess:
-    cmd = [PY, "-m", "papermill", str(REPO / "notebooks" / notebook), str(out), "-k", "python3",
-           "--cwd", str(REPO), "--no-progress-bar"]
-    if params_file:
-        cmd += ["-f", str(REPO / params_file)]
-    cmd += list(extra)
-    return subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=timeout)
-
-
-def run_ok(notebook: str, out: Path, params_file: str, *extra: str) -> float:
-    """Run a notebook, assert it succeeded; returns its wall time (printed, never asserted)."""
+def run_ok(papermill, notebook: str, out: Path, params_file: str, **parameters: object) -> float:
+    """Run a notebook with the ``papermill`` fixture, assert it succeeded; returns its wall time
+    (printed, never asserted)."""
     t0 = time.perf_counter()
-    proc = papermill(notebook, out, params_file, *extra)
+    proc = papermill(notebook, out, params=params_file, timeout=240, **parameters)
     seconds = time.perf_counter() - t0
     assert proc.returncode == 0, f"{notebook} failed:\n{proc.stderr[-4000:]}"
     return seconds
 
 
-# smoke_root (the smoke data stage, once per session) comes from conftest.py.
+# smoke_root (the smoke data stage, once per session) and papermill come from conftest.py.
 
 
 @pytest.mark.slow
-def test_grpo_without_inputs_says_what_to_run_first(tmp_path: Path) -> None:
+def test_grpo_without_inputs_says_what_to_run_first(tmp_path: Path, papermill) -> None:
     """The design's command with demo defaults and no runs/demo fails with the ParamError."""
-    proc = papermill("03_grpo.ipynb", tmp_path / "out.ipynb", None, "-p", "thinking", "False",
-                     "-p", "output_root", str(tmp_path / "runs"))
+    proc = papermill("03_grpo.ipynb", tmp_path / "out.ipynb", thinking=False, output_root=tmp_path / "runs", timeout=240)
     assert proc.returncode != 0
     assert "ParamError" in proc.stderr and "data_dir" in proc.stderr and "00_data.ipynb" in proc.stderr
 
 
 @pytest.mark.slow
-def test_smoke_notebooks_end_to_end(smoke_root: Path) -> None:
+def test_smoke_notebooks_end_to_end(smoke_root: Path, papermill) -> None:
     exp = smoke_root / "smoke"
     times = {}
-    times["sft"] = run_ok("01_sft.ipynb", exp / "01_sft.ipynb", "params/smoke/sft.yaml",
-                          "-p", "output_root", str(smoke_root))
+    times["sft"] = run_ok(papermill, "01_sft.ipynb", exp / "01_sft.ipynb", "params/smoke/sft.yaml",
+                          output_root=smoke_root)
     sft = exp / "sft"
     for name in ("DONE", "model/config.json", "trainer_state.json", "log_history.csv", "figures/loss.png",
                  "generations.csv", "image_dependence.csv", "params.yaml", "env.json"):
         assert (sft / name).exists(), name
     assert json.loads((sft / "DONE").read_text())["global_step"] == 4
 
-    times["cold_start"] = run_ok("02_cold_start.ipynb", exp / "02_cold_start.ipynb", "params/smoke/cold_start.yaml",
-                                 "-p", "output_root", str(smoke_root))
+    times["cold_start"] = run_ok(papermill, "02_cold_start.ipynb", exp / "02_cold_start.ipynb",
+                                 "params/smoke/cold_start.yaml", output_root=smoke_root)
     cs = exp / "cold_start"
     for name in ("DONE", "model/config.json", "traces.parquet", "verification.csv", "log_history.csv"):
         assert (cs / name).exists(), name
@@ -76,9 +66,9 @@ def test_smoke_notebooks_end_to_end(smoke_root: Path) -> None:
     assert done["traces_kept"] > 0 and "traces_dropped" in done
 
     # grpo_bleu: the reward ablation, plus a TRL setting radlab never names (papermill injects it).
-    for name, think, extra in (("grpo", False, ()), ("grpo_think", True, ()), ("grpo_bleu", False, ("-p", "top_k", "5"))):
-        times[name] = run_ok("03_grpo.ipynb", exp / f"03_{name}.ipynb", f"params/smoke/{name}.yaml",
-                             "-p", "output_root", str(smoke_root), "-p", "run_name", name, *extra)
+    for name, think, extra in (("grpo", False, {}), ("grpo_think", True, {}), ("grpo_bleu", False, {"top_k": 5})):
+        times[name] = run_ok(papermill, "03_grpo.ipynb", exp / f"03_{name}.ipynb", f"params/smoke/{name}.yaml",
+                             output_root=smoke_root, run_name=name, **extra)
         run = exp / name
         for fname in ("DONE", "model/config.json", "log_history.csv", "completions.parquet", "heldout.csv",
                       "heldout_final.csv", "figures/grpo_rewards.png", "figures/grpo_dynamics.png"):
@@ -122,12 +112,12 @@ def test_smoke_notebooks_end_to_end(smoke_root: Path) -> None:
                                         ("02_cold_start.ipynb", "params/smoke/cold_start.yaml", "cold_start"),
                                         ("03_grpo.ipynb", "params/smoke/grpo.yaml", "grpo")):
         out = again / notebook
-        run_ok(notebook, out, params_file, "-p", "output_root", str(smoke_root))
+        run_ok(papermill, notebook, out, params_file, output_root=smoke_root)
         assert f"{exp / name} holds this finished" in out.read_text(), name
     assert snapshot(exp) == before
     # Other params on a finished run: a clear error before anything loads, the folder untouched.
-    proc = papermill("03_grpo.ipynb", again / "other.ipynb", "params/smoke/grpo.yaml",
-                     "-p", "output_root", str(smoke_root), "-p", "learning_rate", "0.5")
+    proc = papermill("03_grpo.ipynb", again / "other.ipynb", params="params/smoke/grpo.yaml",
+                     output_root=smoke_root, learning_rate=0.5, timeout=240)
     assert proc.returncode != 0 and "ParamError" in proc.stderr
     assert "learning_rate" in proc.stderr and "force=True" in proc.stderr
     assert snapshot(exp) == before
@@ -142,7 +132,7 @@ def snapshot(root: Path) -> dict[str, tuple[str, int]]:
 
 
 @pytest.mark.slow
-def test_two_process_sft_on_cpu(smoke_root: Path, tmp_path: Path) -> None:
+def test_two_process_sft_on_cpu(smoke_root: Path, tmp_path: Path, papermill) -> None:
     """``accelerate launch`` with 2 CPU processes (gloo) runs the SFT stage to completion.
 
     ``--multi_gpu`` picks accelerate's torchrun launcher; with no CUDA, radlab's process state
@@ -157,7 +147,7 @@ def test_two_process_sft_on_cpu(smoke_root: Path, tmp_path: Path) -> None:
            "-m", "radlab.training", "sft", "--params", str(REPO / "params" / "smoke" / "sft.yaml"),
            "-p", "output_root", str(out), "-p", "run_name", "sft_ddp"]
     # CUDA hidden: on a GPU machine two processes would otherwise share one GPU under NCCL.
-    proc = subprocess.run(cmd, env={**ENV, "RADLAB_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""},
+    proc = subprocess.run(cmd, env={**papermill.env, "RADLAB_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""},
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     done = json.loads((out / "smoke" / "sft_ddp" / "DONE").read_text())
