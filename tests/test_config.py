@@ -235,7 +235,8 @@ def test_accelerate_configs_parse() -> None:
 
 
 def test_environment_yml_agrees_with_pyproject() -> None:
-    """environment.yml names Python and installs the package itself: pyproject stays the one truth."""
+    """environment.yml names Python and installs the same lock as ``make install``, then the package:
+    pyproject and the lock stay the one truth."""
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     deps = env["dependencies"]
@@ -244,7 +245,9 @@ def test_environment_yml_agrees_with_pyproject() -> None:
     lo = project["requires-python"].removeprefix(">=")
     assert (major, minor) >= tuple(int(x) for x in lo.split(".")), (py, project["requires-python"])
     pip_section = next(d["pip"] for d in deps if isinstance(d, dict) and "pip" in d)
-    assert pip_section == ["-e .[dev]"], "environment.yml must install the package, not re-list its dependencies"
+    assert "-r requirements/lock.txt" in pip_section and pip_section[-1] == "-e .", pip_section
+    assert not [d for d in pip_section if not d.startswith(("-r ", "-e ", "--"))], \
+        "environment.yml must install the lock, not re-list its dependencies"
     conda_pkgs = {d.split("=")[0] for d in deps if isinstance(d, str)}
     assert conda_pkgs <= {"python", "pip"}, f"dependencies belong in pyproject.toml: {conda_pkgs}"
     required = {"torch", "transformers", "trl", "peft", "accelerate", "datasets", "papermill", "jupyterlab",
