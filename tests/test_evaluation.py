@@ -320,7 +320,10 @@ def test_output_contracts(evaluated: tuple) -> None:
     comps = pd.read_csv(p.run_dir / "comparisons.csv")
     per = pd.read_parquet(p.run_dir / "per_sample.parquet")
     assert list(results.columns) == ["model", "task", "metric", "value", "ci_low", "ci_high", "n"]
-    assert list(comps.columns) == ["model_a", "model_b", "task", "metric", "diff", "ci_low", "ci_high", "n"]
+    assert list(comps.columns) == ["model_a", "model_b", "task", "metric", "diff", "ci_low", "ci_high", "n",
+                                   "n_replicates", "n_agree", "replicate"]
+    # One training run per model: every comparison is one replicate pair (no per-replicate rows).
+    assert (comps["n_replicates"] == 1).all() and comps["replicate"].isna().all()
     assert {"model", "task", "grounding_kind", "id", "prediction", "reference"} <= set(per.columns)
     assert set(results["model"]) == {"sft", "sft+grpo", "sft+grpo[bleu]", "sft+grpo[rouge_l]", "cold_start",
                                      "text_only", "shuffled_image"}
