@@ -10,11 +10,16 @@ TORCH_PIP_ARGS ?=
 STAMP := $(VENV)/.radlab-installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 EXPERIMENT ?= demo
 JOBS ?= 2
+# Replicates: SEEDS=0,1,2 adds <run>_s1, <run>_s2 beside the one-draw runs for every training run whose
+# params file sets no seeds of its own (demo: sft, sft_more, cold_start, grpo, grpo_think; grpo_bleu says
+# seeds: 0); the analysis pools them. Empty: one training draw per run.
+SEEDS ?=
 
 .PHONY: install demo test lint bench clean-runs help
 
 help:
 	@echo "make demo   - run data -> sft -> cold_start -> grpo -> analysis on params/demo, writes runs/demo/"
+	@echo "              SEEDS=0,1,2 adds replicate training runs (seeds 1, 2) that the analysis pools"
 	@echo "make test   - run the test suite (unit, params, notebook smoke runs)"
 	@echo "make lint   - ruff on radlab/, tests/, bench/ and the nbstripout check"
 	@echo "make bench  - run every benchmark in bench/ and print its figures"
@@ -32,7 +37,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 install: $(STAMP)
 
 demo: install
-	HF_HUB_OFFLINE=1 $(BIN)/radlab run $(EXPERIMENT) --jobs $(JOBS)
+	HF_HUB_OFFLINE=1 $(BIN)/radlab run $(EXPERIMENT) --jobs $(JOBS)$(if $(SEEDS), --seeds $(SEEDS))
 
 test: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
