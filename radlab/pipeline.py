@@ -508,7 +508,8 @@ def run_pipeline(
     def write_index(final: bool = False) -> Path | None:
         try:
             return render.render_index(experiment, out_root, params_root=params_p if final else None,
-                                       running={s.name for s in running.values()}, pages=final)
+                                       running={s.name for s in running.values()}, pages=final,
+                                       planned=[s.name for s in pl.runs] if final else ())
         except Exception as exc:  # the index is a view; it never fails the pipeline
             log(f"[warn] could not write {out_root / experiment / render.INDEX}: {type(exc).__name__}: {exc}")
             return None

@@ -246,3 +246,64 @@ def test_replicate_figure(tmp_path: Path) -> None:
     figs, notes = make_figures(per_sample, {}, tmp_path / "none", tmp_path / "out", comparisons=comp, results=results,
                                report_metric="rouge_l", n_qualitative=0)
     assert "replicate_differences" in figs
+
+
+def test_index_marks_replicates_and_lists_planned_ones(tmp_path: Path) -> None:
+    from radlab import render
+
+    exp = tmp_path / "e"
+    _finished(exp, "sft", SFT)
+    _finished(exp, "sft_s1", _p(SFT, seed=1, run_name="sft_s1"))
+    _finished(exp, "sft_s2", _p(SFT, seed=2, run_name="sft_s2", learning_rate=0.5))  # not a replicate
+    page = render.render_index("e", tmp_path, pages=False, planned=["sft", "sft_s1", "grpo_s1"]).read_text()
+    assert "sft_s1</a> <span class='meta'>(replicate seed 1 of sft)</span>" in page
+    assert "sft_s2</a></td>" in page
+    assert "grpo_s1" in page and "status-missing" in page
+
+
+# ---------------------------------------------------------------------------------------------
+# End to end: a replicated smoke experiment through `radlab run --seeds 0,1`
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_replicated_smoke_experiment(smoke_root: Path, tmp_path: Path) -> None:
+    """data (linked), sft and grpo with seeds 0,1 (sft_s1, grpo_s1 from sft_s1), then the analysis
+    pooling them: seed-paired comparisons with two-level CIs, the figure, the index."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    params = tmp_path / "params" / "smoke"
+    params.mkdir(parents=True)
+    for run in ("data", "sft", "grpo", "analysis"):
+        shutil.copy(repo / "params" / "smoke" / f"{run}.yaml", params)
+    out = tmp_path / "runs"
+    (out / "smoke").mkdir(parents=True)
+    os.symlink(smoke_root / "smoke" / "data", out / "smoke" / "data")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run([sys.executable, "-m", "radlab", "run", "smoke", "--seeds", "0,1", "--jobs", "2",
+                           "--params-root", str(tmp_path / "params"), "--output-root", str(out)],
+                          cwd=repo, env=env, capture_output=True, text=True, timeout=1500)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    exp = out / "smoke"
+    for run in ("sft", "sft_s1", "grpo", "grpo_s1", "analysis"):
+        assert runs.is_complete(exp / run), run
+    from radlab.experiment import read_params
+
+    assert read_params(exp / "sft_s1")["seed"] == 1 and read_params(exp / "sft")["seed"] == 0
+    assert read_params(exp / "grpo_s1")["init_model"].endswith("smoke/sft_s1/model")
+    assert "seeds" not in read_params(exp / "sft_s1")
+    results = pd.read_csv(exp / "analysis" / "results.csv")
+    assert {"sft@s0", "sft@s1", "sft+grpo@s0", "sft+grpo@s1", "text_only"} <= set(results["model"])
+    comp = pd.read_csv(exp / "analysis" / "comparisons.csv")
+    rl = comp[(comp["model_a"] == "sft+grpo") & (comp["model_b"] == "sft") & comp["replicate"].isna()]
+    assert len(rl) and (rl["n_replicates"] == 2).all()
+    own = comp[(comp["model_a"] == "sft+grpo@s1") & (comp["model_b"] == "sft@s1")]
+    assert len(own) and (own["replicate"] == 1).all()
+    findings = (exp / "analysis" / "findings.md").read_text()
+    assert "mean over 2 seed-paired replicates" in findings and "± " in findings
+    assert (exp / "analysis" / "figures" / "replicate_differences.png").exists()
+    assert "(replicate seed 1 of grpo)" in (exp / "index.html").read_text()
