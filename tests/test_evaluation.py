@@ -422,7 +422,8 @@ def _tables(rl_diff: tuple[float, float, float], grpo_chars: float = 200.0,
         comp += [("cold_start+grpo", "sft+grpo", "report", "f1radgraph_partial", *think)]
     results = pd.DataFrame([(m, t, me, v, v - 0.01, v + 0.01, 1000) for m, t, me, v in res],
                            columns=ev.RESULTS_COLUMNS)
-    comparisons = pd.DataFrame([(*c, 1000) for c in comp], columns=ev.COMPARISONS_COLUMNS)
+    # The layout before replicates (no n_replicates/n_agree/replicate): the analysis reads it as one replicate.
+    comparisons = pd.DataFrame([(*c, 1000) for c in comp], columns=ev.COMPARISONS_COLUMNS[:8])
     return results, comparisons
 
 
