@@ -307,3 +307,11 @@ def test_replicated_smoke_experiment(smoke_root: Path, tmp_path: Path) -> None:
     assert "mean over 2 seed-paired replicates" in findings and "± " in findings
     assert (exp / "analysis" / "figures" / "replicate_differences.png").exists()
     assert "(replicate seed 1 of grpo)" in (exp / "index.html").read_text()
+
+
+def test_a_notebook_ignores_the_runner_key_seeds() -> None:
+    """papermill -f params/demo/grpo_bleu.yaml by hand: 'seeds' is the runner's, the notebook runs its one seed."""
+    p = validate("grpo", {"seeds": 0, "seed": 0, "reward_names": "bleu,box_soft_f1"}, check_inputs=False)
+    assert p.seed == 0 and not hasattr(p, "seeds")
+    with pytest.raises(ParamError, match=r"unknown parameter\(s\) \['seedz'\]"):
+        validate("grpo", {"seedz": 0}, check_inputs=False)
