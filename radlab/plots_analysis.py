@@ -80,22 +80,43 @@ def _save(fig: Any, run_dir: str | os.PathLike[str] | None, name: str) -> None:
     _plt().close(fig)
 
 
+def _replicate_panels(exp_dir: str | os.PathLike[str]) -> list[tuple[str, list[tuple[int, Path]]]]:
+    """GRPO runs grouped with their replicates: ``[(run, [(seed, folder), ...]), ...]``, seed 0 first."""
+    from radlab.experiment import read_runs, replicates
+
+    folders = grpo_runs(exp_dir)
+    reps = replicates(read_runs(Path(exp_dir)))
+    panels: dict[str, list[tuple[int, Path]]] = {}
+    for p in folders:
+        base, seed = reps.get(p.name, (p.name, 0))
+        panels.setdefault(base, []).append((seed, p))
+    return [(base, sorted(members)) for base, members in panels.items()]
+
+
 def reward_curves(exp_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str] | None = None,
                   smooth: int = 5) -> FigureResult:
     """GRPO training reward per reward function (``rewards/<name>/mean``) over steps.
 
     One panel per GRPO run; thin lines are the logged values, thick ones a centred rolling
     mean over ``smooth`` logs, dashed ones the greedy held-out score (``heldout/<name>``) when the
-    run logged it.  Note that the sampled training reward rises more than held-out
-    greedy scores (see the CPU calibration notes), so read it with the tables.
+    run logged it.  A run's replicates (``<run>_s<k>``) share its panel as dotted rolling means.
+    Note that the sampled training reward rises more than held-out greedy scores (see the CPU
+    calibration notes), so read it with the tables.
     """
-    logs = [(p.name, read_log_history(p)) for p in grpo_runs(exp_dir)]
-    logs = [(n, df) for n, df in logs if df is not None and df["metric"].str.match(r"rewards/.+/mean$").any()]
-    if not logs:
+    panels = []
+    for base, members in _replicate_panels(exp_dir):
+        logs = [(seed, p.name, read_log_history(p)) for seed, p in members]
+        logs = [(seed, n, df) for seed, n, df in logs
+                if df is not None and df["metric"].str.match(r"rewards/.+/mean$").any()]
+        if logs:
+            panels.append((base, logs))
+    if not panels:
         return None, "reward curves skipped: no GRPO run with a log_history.csv with rewards/<name>/mean columns"
     plt = _plt()
-    fig, axes = plt.subplots(1, len(logs), figsize=(4.6 * len(logs), 3.2), squeeze=False)
-    for ax, (name, df) in zip(axes[0], logs):
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.2), squeeze=False)
+    for ax, (_, logs) in zip(axes[0], panels):
+        first, others = logs[0], logs[1:]
+        df = first[2]
         metrics = sorted(m for m in df["metric"].unique() if re.match(r"rewards/.+/mean$", m))
         for k, m in enumerate(metrics):
             sub = df[df["metric"] == m].sort_values("step")
@@ -107,7 +128,12 @@ def reward_curves(exp_dir: str | os.PathLike[str], run_dir: str | os.PathLike[st
             if len(held):  # the training stage's periodic greedy held-out score of the same reward
                 ax.plot(held["step"], held["value"], color=color, ls="--", marker="o", ms=3,
                         label=f"{m.split('/')[1]} (held-out, greedy)")
-        ax.set_title(name, fontsize=10)
+            for j, (_, _, other) in enumerate(others):
+                rep = other[other["metric"] == m].sort_values("step")
+                ax.plot(rep["step"], rep["value"].rolling(smooth, center=True, min_periods=1).mean(), color=color,
+                        lw=1.0, ls=":", label=f"seeds {', '.join(str(s) for s, _, _ in others)}" if k == j == 0 else None)
+        seeds = f" (seeds {', '.join(str(s) for s, _, _ in logs)})" if others else ""
+        ax.set_title(f"{first[1]}{seeds}", fontsize=10)
         ax.set_xlabel("step")
         ax.set_ylabel("reward (sampled; dashed: held-out)")
         ax.grid(alpha=0.3)

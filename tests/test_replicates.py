@@ -315,3 +315,18 @@ def test_a_notebook_ignores_the_runner_key_seeds() -> None:
     assert p.seed == 0 and not hasattr(p, "seeds")
     with pytest.raises(ParamError, match=r"unknown parameter\(s\) \['seedz'\]"):
         validate("grpo", {"seedz": 0}, check_inputs=False)
+
+
+def test_reward_curves_share_a_panel_with_their_replicates(tmp_path: Path) -> None:
+    from radlab.plots_analysis import reward_curves
+
+    exp = tmp_path / "e"
+    grpo = {"stage": "grpo", "seed": 0, "init_model": f"{exp}/sft/model"}
+    for run, params in (("grpo", grpo), ("grpo_s1", {**grpo, "seed": 1, "init_model": f"{exp}/sft_s1/model"}),
+                        ("grpo_bleu", {**grpo, "reward_names": "bleu"})):
+        runs.write_yaml(exp / run / "params.yaml", params)
+        steps = np.arange(1, 11)
+        pd.DataFrame({"step": steps, "metric": "rewards/box_soft_f1/mean", "value": steps / 10}).to_csv(
+            exp / run / "log_history.csv", index=False)
+    fig, note = reward_curves(exp)
+    assert note == "" and [ax.get_title() for ax in fig.axes] == ["grpo (seeds 0, 1)", "grpo_bleu"]
