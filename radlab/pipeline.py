@@ -211,7 +211,14 @@ def plan(
     paths in params files are taken from there).  Nothing is skipped silently: a file without
     ``stage:``, an unknown stage, a bad value, an input run with neither a params file nor a complete
     folder, or a cycle is a :class:`ParamError` naming the file.  ``only`` restricts the plan to
-    these runs (their inputs must then be complete already or come earlier in ``only``).
+    these runs (their inputs must then be complete already or come earlier in ``only``); a run named
+    there brings its replicates.
+
+    Replicates: ``seeds`` (``"0,1,2"``, the ``--seeds`` flag) applies to every training run whose
+    params file has no ``seeds`` key of its own; a run with neither inherits its replicated inputs'
+    seeds (:func:`_replicate_seeds`).  Each seed ``k >= 1`` of a run adds the run ``<run>_s<k>`` from
+    the same file (:func:`_replicas`: ``seed: k``, inputs moved to ``_s<k>`` replicates, in
+    ``RunSpec.overrides``); ``Plan.seeds`` lists the replicated runs.
     """
     exp_dir = params_root / experiment
     if not exp_dir.is_dir():
