@@ -15,12 +15,17 @@ LOCK_ARGS      ?=
 STAMP := $(VENV)/.radlab-installed-$(shell cat pyproject.toml $(LOCK) | cksum | cut -d' ' -f1)
 EXPERIMENT ?= demo
 JOBS ?= 2
+# Replicates: SEEDS=0,1,2 adds <run>_s1, <run>_s2 beside the one-draw runs for every training run whose
+# params file sets no seeds of its own (demo: sft, sft_more, cold_start, grpo, grpo_think; grpo_bleu says
+# seeds: 0); the analysis pools them. Empty: one training draw per run.
+SEEDS ?=
 
 .PHONY: install lock demo test test-fast lint bench clean-runs help
 
 help:
 	@echo "make lock   - regenerate requirements/lock.txt (every package pinned) from pyproject.toml"
 	@echo "make demo   - run data -> sft -> cold_start -> grpo -> analysis on params/demo, writes runs/demo/"
+	@echo "              SEEDS=0,1,2 adds replicate training runs (seeds 1, 2) that the analysis pools"
 	@echo "make test   - run the test suite (unit, params, notebook smoke runs)"
 	@echo "make test-fast - the suite without the tests marked slow (papermill runs, kernels, browser)"
 	@echo "make lint   - ruff on radlab/, tests/, bench/, the nbstripout check and the import layers (lint-imports)"
@@ -49,7 +54,7 @@ lock: | $(BIN)/python
 		-o $(LOCK) pyproject.toml requirements/lock.in
 
 demo: install
-	HF_HUB_OFFLINE=1 $(BIN)/radlab run $(EXPERIMENT) --jobs $(JOBS)
+	HF_HUB_OFFLINE=1 $(BIN)/radlab run $(EXPERIMENT) --jobs $(JOBS)$(if $(SEEDS), --seeds $(SEEDS))
 
 test: install
 	$(BIN)/lint-imports --no-logo

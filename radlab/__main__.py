@@ -22,6 +22,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--jobs", type=int, default=1, help="independent runs executed in parallel (threads split)")
     run.add_argument("--output-root", default="runs", help="root of run folders (default: runs)")
     run.add_argument("--params-root", default=None, help="root of params folders (default: <repo>/params)")
+    run.add_argument("--seeds", default=None, metavar="0,1,2",
+                     help="replicate every training run whose params file sets no 'seeds' of its own: seed 0 is the "
+                          "run itself, seed k>=1 the run <run>_s<k> (a chain replicates together: grpo_s1 starts "
+                          "from sft_s1); the analysis pools the replicates")
     run.add_argument("--dry-run", action="store_true",
                      help="print the runs (stage, inputs, params file) in execution order and exit")
 
@@ -46,11 +50,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             if args.dry_run:
                 root, params_root, output_root = resolve_paths(args.output_root, args.params_root)
-                pl = plan(args.experiment, params_root=params_root, only=args.only, output_root=output_root, root=root)
+                pl = plan(args.experiment, params_root=params_root, only=args.only, output_root=output_root, root=root,
+                          seeds=args.seeds)
                 print(describe(pl, output_root=output_root, force=args.force))
                 return 0
             results = run_pipeline(args.experiment, only=args.only, force=args.force, jobs=args.jobs,
-                                   output_root=args.output_root, params_root=args.params_root)
+                                   output_root=args.output_root, params_root=args.params_root, seeds=args.seeds)
         except ParamError as exc:
             print(f"radlab: {exc}", file=sys.stderr)
             return 2

@@ -5,7 +5,11 @@ ci_high, n``; ``comparisons.csv``: ``model_a, model_b, task, metric, diff, ci_lo
 and the :class:`radlab.evaluation.ModelSpec` list, so every function here also works on tables
 read back from disk or written by hand (the tests do that).
 
-* :func:`table1` — report metrics per model (Table 1), best per column in bold, with CIs.
+* :func:`pool_results` — one row per model label: a model trained with several seeds (replicates
+  ``<label>@s<k>``, :mod:`radlab.experiment`) gets the mean over its replicates and their spread.
+  Tables 1-3, the key tests and the findings read these pooled values.
+* :func:`table1` — report metrics per model (Table 1), best per column in bold, with CIs (replicated
+  models: mean ± sd over seeds).
 * :func:`table2` — grounding mAP@0.5 per grounding kind (Table 2).
 * :func:`table3` — the reward ablation (Table 3): GRPO runs from the same start and thinking
   setting with different rewards, each run's other differing settings listed, with the mean
@@ -19,6 +23,7 @@ Figures live in :mod:`radlab.plots_analysis`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
@@ -39,6 +44,7 @@ from radlab.experiment import (
     read_params,
     reward_ablations,
     reward_names,
+    split_replicate,
 )
 from radlab.metrics.report import CHEXPERT_PRED_PREFIX as CHEXPERT_PRED
 from radlab.metrics.report import CHEXPERT_REF_PREFIX as CHEXPERT_REF
@@ -129,13 +135,59 @@ def _fmt(metric: str, value: float, lo: float | None = None, hi: float | None = 
     return text
 
 
+POOLED_RESULTS_COLUMNS = ["model", "task", "metric", "value", "ci_low", "ci_high", "n", "n_replicates", "sd", "min",
+                          "max"]
+
+
+def pool_results(results: pd.DataFrame) -> pd.DataFrame:
+    """``results.csv`` with one row per model label, task and metric (:data:`POOLED_RESULTS_COLUMNS`).
+
+    Replicates ``<label>@s<k>`` (:func:`radlab.experiment.split_replicate`) become one ``<label>`` row:
+    ``value`` the mean over replicates, ``sd`` (ddof 1) / ``min`` / ``max`` their spread,
+    ``n_replicates`` how many, ``n`` the fewest rows of one, and no CI (a bootstrap CI covers one
+    replicate's test items; see the comparisons for intervals over replicates).  A model without
+    replicates keeps its row and CI (``n_replicates`` 1).  Pooled input is returned as it is.
+    """
+    if "n_replicates" in results.columns:
+        return results
+    rows = []
+    frame = results.assign(_label=[split_replicate(m)[0] for m in results["model"]])
+    for (label, task, metric), sub in frame.groupby(["_label", "task", "metric"], sort=False):
+        vals = sub["value"].to_numpy(float)
+        if len(sub) == 1:
+            r = sub.iloc[0]
+            rows.append({"model": label, "task": task, "metric": metric, "value": r["value"], "ci_low": r["ci_low"],
+                         "ci_high": r["ci_high"], "n": r["n"], "n_replicates": 1, "sd": math.nan,
+                         "min": r["value"], "max": r["value"]})
+            continue
+        ok = vals[pd.notna(vals)]
+        rows.append({"model": label, "task": task, "metric": metric,
+                     "value": float(ok.mean()) if ok.size else math.nan, "ci_low": math.nan, "ci_high": math.nan,
+                     "n": int(sub["n"].min()), "n_replicates": len(sub),
+                     "sd": float(ok.std(ddof=1)) if ok.size > 1 else math.nan,
+                     "min": float(ok.min()) if ok.size else math.nan, "max": float(ok.max()) if ok.size else math.nan})
+    return pd.DataFrame(rows, columns=POOLED_RESULTS_COLUMNS)
+
+
+def _fmt_spread(metric: str, value: float, sd: float, n_replicates: int) -> str:
+    """``"45.3 ± 2.1 (3 seeds)"``: a replicated model's mean and the sd over its replicates."""
+    scale = 1.0 if metric in UNSCALED else 100.0
+    digits = 0 if metric in ("mean_chars", "n_tokens") else 2 if metric in UNSCALED else 1
+    spread = f" ± {sd * scale:.{digits}f}" if not math.isnan(sd) else ""
+    return f"{_fmt(metric, value)}{spread} ({n_replicates} seeds)"
+
+
 def metric_table(results: pd.DataFrame, columns: Sequence[tuple[str, str, str]], models: Sequence[str] | None,
                  caption: str) -> Table:
-    """Build a :class:`Table` from long results.
+    """Build a :class:`Table` from long results (pooled first: :func:`pool_results`).
 
     ``columns`` are ``(label, task, metric)``; ``models`` the rows (default: every model with a
     value in any column, canonical order).  Bold = best value of a ranked metric (ties all bold).
+    A model with replicates shows ``mean ± sd (n seeds)`` instead of a CI, and the caption says so.
     """
+    results = pool_results(results)
+    if (results["n_replicates"] > 1).any():
+        caption += "; a model trained with several seeds: mean ± sd over its seeds"
     index = {(r.model, r.task, r.metric): r for r in results.itertuples(index=False)}
     if models is None:
         models = model_order(m for (m, t, me) in index if any((t, me) == (c[1], c[2]) for c in columns))
@@ -146,7 +198,12 @@ def metric_table(results: pd.DataFrame, columns: Sequence[tuple[str, str, str]],
         for m in models:
             r = index.get((m, task, metric))
             values.loc[m, label] = r.value if r is not None else math.nan
-            text.loc[m, label] = _fmt(metric, r.value, r.ci_low, r.ci_high) if r is not None else "–"
+            if r is None:
+                text.loc[m, label] = "–"
+            elif r.n_replicates > 1:
+                text.loc[m, label] = _fmt_spread(metric, r.value, r.sd, int(r.n_replicates))
+            else:
+                text.loc[m, label] = _fmt(metric, r.value, r.ci_low, r.ci_high)
         col = values[label]
         # Bold needs a ranking: at least two values and not all equal (a tie of everyone is no "best").
         if metric not in UNRANKED and col.notna().sum() >= 2 and col.nunique() > 1:
@@ -183,7 +240,16 @@ def table2(results: pd.DataFrame, models: Sequence[str] | None = None, metric: s
 
 
 TABLE3_COLUMNS = ["group", "start", "thinking", "model", "run", "reference", "rewards", "other_settings",
-                  "task", "metric", "value", "ci_low", "ci_high", "n"]
+                  "task", "metric", "value", "ci_low", "ci_high", "n", "n_replicates", "sd"]
+
+
+def label_specs(specs: Sequence[Any]) -> list[Any]:
+    """One spec per model label (the replicate with the lowest seed), named by its label: what the
+    pooled tables show (:func:`pool_results`)."""
+    out: dict[str, Any] = {}
+    for s in sorted(specs, key=lambda s: s.replicate):
+        out.setdefault(s.group, dataclasses.replace(s, name=s.group) if s.name != s.group else s)
+    return [out[g] for g in dict.fromkeys(s.group for s in specs)]
 
 
 def table3(results: pd.DataFrame, specs: Sequence[Any], run_dir: str | os.PathLike[str] | None = None
@@ -200,6 +266,8 @@ def table3(results: pd.DataFrame, specs: Sequence[Any], run_dir: str | os.PathLi
     within a group.  With ``run_dir`` the long form (:data:`TABLE3_COLUMNS`, ``other_settings``
     joined by ``"; "``) is written to ``table3.csv``.  Without such a group returns ``(None, reason)``.
     """
+    results = pool_results(results)
+    specs = label_specs(specs)
     evaluated = set(results["model"])
     groups = reward_ablations([s for s in specs if s.name in evaluated])
     if not groups:
@@ -242,7 +310,7 @@ def table3(results: pd.DataFrame, specs: Sequence[Any], run_dir: str | os.PathLi
                                      "rewards": ",".join(reward_names(s.run_params)),
                                      "other_settings": "; ".join(g.differences[s.run]), "task": task,
                                      "metric": metric, "value": r.value, "ci_low": r.ci_low, "ci_high": r.ci_high,
-                                     "n": r.n})
+                                     "n": r.n, "n_replicates": r.n_replicates, "sd": r.sd})
         if not runs.is_complete(run_dir):  # a reused (finished) analysis keeps its table
             runs.write_table(pd.DataFrame(rows, columns=TABLE3_COLUMNS), Path(run_dir) / "table3.csv")
     return table, ""
@@ -275,11 +343,15 @@ def key_tests(comparisons: pd.DataFrame, results: pd.DataFrame, report_metric: s
               grounding_metric: str = "map50") -> pd.DataFrame:
     """The declared comparisons (the pairs of ``comparisons``, in order) on each task's headline metric.
 
-    Columns: ``question, model_a, model_b, task, metric, a, b, diff, ci_low, ci_high, n, verdict``
-    (``a``/``b`` the two models' values from ``results``; ``question`` the paper's wording for its
-    pairs, else ``"a vs b"``).
+    Columns: ``question, model_a, model_b, task, metric, a, b, diff, ci_low, ci_high, n, n_replicates,
+    n_agree, verdict`` (``a``/``b`` the two models' values from ``results``, means over replicates;
+    ``question`` the paper's wording for its pairs, else ``"a vs b"``; ``n_replicates`` the replicate
+    pairs the difference pools, ``n_agree`` those whose own difference has its sign).  Each replicate's
+    own row of ``comparisons`` (``replicate`` set) is not a key test.
     """
     rows = []
+    comparisons = declared_rows(comparisons)
+    results = pool_results(results)
     pairs = list(dict.fromkeys(zip(comparisons["model_a"], comparisons["model_b"]))) if len(comparisons) else []
     for a, b in pairs:
         question = paper_question(a, b)
@@ -291,14 +363,34 @@ def key_tests(comparisons: pd.DataFrame, results: pd.DataFrame, report_metric: s
             rows.append({"question": question, "model_a": a, "model_b": b, "task": task, "metric": metric,
                          "a": _value(results, a, task, metric), "b": _value(results, b, task, metric),
                          "diff": c["diff"], "ci_low": c["ci_low"], "ci_high": c["ci_high"], "n": c["n"],
+                         "n_replicates": int(c.get("n_replicates", 1)), "n_agree": c.get("n_agree", math.nan),
                          "verdict": verdict(c["diff"], c["ci_low"], c["ci_high"], metric in LOWER_IS_BETTER)})
     return pd.DataFrame(rows, columns=["question", "model_a", "model_b", "task", "metric", "a", "b", "diff",
-                                       "ci_low", "ci_high", "n", "verdict"])
+                                       "ci_low", "ci_high", "n", "n_replicates", "n_agree", "verdict"])
+
+
+def declared_rows(comparisons: pd.DataFrame) -> pd.DataFrame:
+    """The declared pairs' rows of ``comparisons.csv`` (each replicate's own row, ``replicate`` set, left out)."""
+    if "replicate" not in comparisons.columns:
+        return comparisons
+    return comparisons[comparisons["replicate"].isna()]
+
+
+def replicate_rows(comparisons: pd.DataFrame, a: str, b: str, task: str, metric: str) -> pd.DataFrame:
+    """Each replicate's own row of the declared pair ``a - b`` (``replicate`` set; models ``a@s<k>`` /
+    ``b@s<k>``, or a fixed model such as ``text_only``), by seed."""
+    if "replicate" not in comparisons.columns or comparisons.empty:
+        return comparisons.iloc[0:0]
+    sel = comparisons[comparisons["replicate"].notna() & (comparisons["task"] == task)
+                      & (comparisons["metric"] == metric)]
+    mine = [split_replicate(x)[0] == a and split_replicate(y)[0] == b for x, y in zip(sel["model_a"], sel["model_b"])]
+    return sel[mine].sort_values("replicate")
 
 
 def _comparison(comparisons: pd.DataFrame, a: str, b: str, task: str, metric: str | None) -> dict[str, Any] | None:
     if metric is None or comparisons.empty:
         return None
+    comparisons = declared_rows(comparisons)
     sel = comparisons[(comparisons["model_a"] == a) & (comparisons["model_b"] == b) & (comparisons["task"] == task)
                       & (comparisons["metric"] == metric)]
     return None if sel.empty else sel.iloc[0].to_dict()
@@ -312,6 +404,10 @@ def _value(results: pd.DataFrame, model: str, task: str, metric: str | None) -> 
 
 
 def _ci(c: Mapping[str, Any]) -> str:
+    reps = int(c.get("n_replicates", 1) or 1)
+    if reps > 1:
+        return (f"{c['diff']:+.3f} (mean over {reps} seed-paired replicates; 95% CI over replicates and items "
+                f"{c['ci_low']:+.3f} to {c['ci_high']:+.3f}, n={int(c['n'])} items each)")
     return f"{c['diff']:+.3f} (95% CI {c['ci_low']:+.3f} to {c['ci_high']:+.3f}, n={int(c['n'])})"
 
 
@@ -320,6 +416,7 @@ def _tally(comparisons: pd.DataFrame, a: str, b: str, task: str) -> str:
     (ranked metrics only), or ``""`` when there is at most one."""
     if comparisons.empty:
         return ""
+    comparisons = declared_rows(comparisons)
     sel = comparisons[(comparisons["model_a"] == a) & (comparisons["model_b"] == b) & (comparisons["task"] == task)
                       & ~comparisons["metric"].isin(UNRANKED)]
     if len(sel) < 2:
@@ -352,12 +449,12 @@ def _targeted_tasks(spec: Any) -> set[str]:
 
 def grpo_starts(specs: Sequence[Any]) -> dict[str, str]:
     """GRPO model -> the model it started from (both labels; runs started outside the experiment are left out)."""
-    return {s.name: s.start for s in specs if s.run_params.get("stage") == "grpo" and s.start}
+    return {s.group: s.start for s in specs if s.run_params.get("stage") == "grpo" and s.start}
 
 
 def paper_labels(specs: Sequence[Any] = ()) -> dict[str, str]:
     """The paper's run names -> the labels of their models here (from ``specs``; else the defaults)."""
-    return {**PAPER_LABELS, **{s.run: s.name for s in specs if s.run in PAPER_LABELS}}
+    return {**PAPER_LABELS, **{s.run: s.group for s in specs if s.run in PAPER_LABELS}}
 
 
 def findings(results: pd.DataFrame, comparisons: pd.DataFrame, specs: Sequence[Any] = (),
@@ -370,8 +467,13 @@ def findings(results: pd.DataFrame, comparisons: pd.DataFrame, specs: Sequence[A
     :data:`LENGTH_COLLAPSE` vs the GRPO start), what GRPO does to a task it did not target, format
     failures (truncation / missing ``</think>``), and whether SFT beats the shortcut baselines.
     ``notes`` only contribute the names of skipped models; :func:`write_findings` lists them in full.
+    Replicated models (several seeds) are compared by their mean difference over seed-paired
+    replicates, with how many replicates agree in sign; a comparison of models trained once says that
+    its CI covers the test items, not training randomness.
     """
     out: list[str] = []
+    results = pool_results(results)
+    one_draw: list[str] = []  # compared pairs that rest on one training run per model
     metric_of = {"report": headline_metric(results, "report", report_metric),
                  "grounding": headline_metric(results, "grounding", grounding_metric)}
     models = set(results["model"])
@@ -392,8 +494,17 @@ def findings(results: pd.DataFrame, comparisons: pd.DataFrame, specs: Sequence[A
                   "no detectable difference": "no detectable difference (the CI includes 0)",
                   "undetermined": "undetermined (no CI)"}[v]
         tally = _tally(comparisons, a, b, task)
-        return (f"{what}, {task} ({name(metric)}): {a} {va:.3f} vs {b} {vb:.3f}, difference {_ci(c)}: {judged}"
-                + (f"; over all {tally}" if tally else "") + ".")
+        reps = int(c.get("n_replicates", 1) or 1)
+        agree = ""
+        if reps > 1:
+            own = replicate_rows(comparisons, a, b, task, metric)
+            agree = (f"; {int(c['n_agree'])} of {reps} replicates agree in sign ("
+                     + ", ".join(f"seed {int(r.replicate)} {r.diff:+.3f}" for r in own.itertuples(index=False)) + ")")
+        elif f"{a} − {b}" not in one_draw:
+            one_draw.append(f"{a} − {b}")
+        means = f" (means over {reps} seeds)" if reps > 1 else ""
+        return (f"{what}, {task} ({name(metric)}): {a} {va:.3f} vs {b} {vb:.3f}{means}, difference {_ci(c)}: "
+                f"{judged}{agree}" + (f"; over all {tally}" if tally else "") + ".")
 
     # 1. RL vs SFT, per task.
     rl = [s for t in ("report", "grounding") if (s := sentence(m_rl, m_sft, t, "RL vs SFT"))]
@@ -416,7 +527,7 @@ def findings(results: pd.DataFrame, comparisons: pd.DataFrame, specs: Sequence[A
     elif m_cold_rl not in models:
         out.append(f"Thinking vs no thinking: not tested ({m_cold_rl} not evaluated).")
     # 4. Reward hacking through length, and 5. the non-targeted task.
-    spec_by = {s.name: s for s in specs}
+    spec_by = {s.name: s for s in label_specs(specs)}
     starts = grpo_starts(specs) or {m: m_sft for m in models if m == m_rl}
     for model, start in starts.items():
         if model not in models or start not in models:
@@ -457,6 +568,10 @@ def findings(results: pd.DataFrame, comparisons: pd.DataFrame, specs: Sequence[A
                                               "shuffled_image": "SFT vs SFT on shuffled images"}[base])
             if s:
                 out.append(s)
+    if one_draw:
+        out.append(f"One training run per model in {', '.join(one_draw)}: each CI covers the test items, not "
+                   "training randomness, and a rerun with another seed can move a model by more than the CI; "
+                   "`radlab run <experiment> --seeds 0,1,2` trains replicates and the analysis pools them.")
     skipped = sorted({n.split(":", 1)[0] for n in notes if ": skipped" in n.split("—")[0]})
     if skipped:
         out.append(f"Not evaluated: {', '.join(skipped)} (see the notes).")
@@ -499,20 +614,24 @@ def run_compute(run_dir: str | os.PathLike[str] | None) -> dict[str, float]:
 
 
 def models_frame(specs: Sequence[Any]) -> pd.DataFrame:
-    """The models to evaluate: ``model, run, stage, start, rewards, thinking, path, note`` and their
-    training compute beside its wall time (:func:`run_compute`: ``train_steps, train_flops,
-    train_seconds, total_flops, total_seconds``)."""
-    return pd.DataFrame([{"model": s.name, "run": s.run, "stage": s.run_params.get("stage", ""), "start": s.start,
+    """The models to evaluate: ``model, run, label, seed, stage, start, rewards, thinking, path, note``
+    (``label`` shared by a model's replicates, ``seed`` the replicate's) and their training compute
+    beside its wall time (:func:`run_compute`: ``train_steps, train_flops, train_seconds, total_flops,
+    total_seconds``)."""
+    return pd.DataFrame([{"model": s.name, "run": s.run, "label": s.group, "seed": s.replicate,
+                          "stage": s.run_params.get("stage", ""), "start": s.start,
                           "rewards": ", ".join(reward_names(s.run_params)) if s.run_params.get("stage") == "grpo" else "",
                           "thinking": s.thinking, "path": s.path, "note": s.note, **run_compute(s.run_dir)}
                          for s in specs],
-                        columns=["model", "run", "stage", "start", "rewards", "thinking", "path", "note", *COMPUTE_COLUMNS])
+                        columns=["model", "run", "label", "seed", "stage", "start", "rewards", "thinking", "path", "note",
+                                 *COMPUTE_COLUMNS])
 
 
 def shortcut_table(results: pd.DataFrame, report_metric: str = "f1radgraph_partial",
                    grounding_metric: str = "map50") -> Table | pd.DataFrame:
     """Headline metrics of ``sft`` next to the ``text_only`` and ``shuffled_image`` baselines
     (an empty frame when no baseline was scored)."""
+    results = pool_results(results)
     models = [m for m in (PAPER_LABELS["sft"], "text_only", "shuffled_image") if m in set(results["model"])]
     if not {"text_only", "shuffled_image"} & set(models):
         return pd.DataFrame()
@@ -529,7 +648,8 @@ def summary(evaluation: Any, findings_text: str = "") -> dict[str, Any]:
         "models": sorted(set(evaluation.per_sample["model"])),
         "rows": int(len(evaluation.per_sample)),
         "generation_seconds": float(evaluation.timings["seconds"].fillna(0).sum()),
-        "key_tests": tests[["question", "task", "metric", "diff", "ci_low", "ci_high", "verdict"]].to_dict("records"),
+        "key_tests": tests[["question", "task", "metric", "diff", "ci_low", "ci_high", "n_replicates", "n_agree",
+                            "verdict"]].to_dict("records"),
         "notes": list(evaluation.notes),
         "findings": findings_text,
     }
@@ -812,8 +932,9 @@ def reward_hacking_sentences(table: pd.DataFrame) -> list[str]:
 
 
 __all__ = [
-    "GROUNDING_METRICS", "LENGTH_COLLAPSE", "REPORT_METRICS", "TABLE3_COLUMNS", "Table", "findings", "grpo_starts",
-    "headline_metric", "key_tests", "metric_table", "model_order", "models_frame", "notes_markdown", "paper_labels",
+    "GROUNDING_METRICS", "LENGTH_COLLAPSE", "POOLED_RESULTS_COLUMNS", "REPORT_METRICS", "TABLE3_COLUMNS", "Table",
+    "declared_rows", "findings", "grpo_starts", "headline_metric", "key_tests", "label_specs", "metric_table",
+    "model_order", "models_frame", "notes_markdown", "paper_labels", "pool_results", "replicate_rows",
     "shortcut_table", "summary", "table1", "table2", "table3", "verdict", "write_findings",
     "ENV_FIELDS", "HACK_F1_DROP", "environment_differences", "environment_of", "environment_sentences", "new_sentences",
     "report_sentences", "reward_hacking", "reward_hacking_sentences", "run_chain",

@@ -66,6 +66,11 @@ def _unknown_message(unknown: list[str], stage: str, fields: Mapping[str, Any]) 
             + f"; known: {where}")
 
 
+# Params-file keys for the runner (``radlab run``), not for a notebook: ``seeds`` lists a training run's
+# replicates (radlab.pipeline.plan).  A notebook run by hand with such a file runs its one ``seed``.
+RUNNER_KEYS = ("seeds",)
+
+
 def validate(stage: str, values: Mapping[str, Any], *, source: str = "parameters", check_inputs: bool = True) -> Any:
     """Build ``stage``'s params dataclass from ``values``; raise :class:`ParamError` on bad input.
 
@@ -78,6 +83,7 @@ def validate(stage: str, values: Mapping[str, Any], *, source: str = "parameters
     cls = params_class(stage)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    values = {k: v for k, v in values.items() if k not in RUNNER_KEYS}
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise ParamError(f"{source}: {_unknown_message(unknown, stage, fields)}")

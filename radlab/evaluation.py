@@ -39,7 +39,7 @@ import pandas as pd
 from radlab import runs
 from radlab.config import StageRun
 from radlab.data.schema import CHEXPERT14
-from radlab.experiment import Comparison, ModelSpec, discover_models, resolve_comparisons
+from radlab.experiment import Comparison, ModelSpec, discover_models, resolve_comparisons, split_replicate
 from radlab.formats import answer_text, format_boxes
 from radlab.generation import GENERATION_VERSION, Generation, generate
 from radlab.params import AnalysisParams
@@ -411,7 +411,10 @@ def _group(frame: pd.DataFrame, task: str) -> pd.DataFrame:
 
 
 RESULTS_COLUMNS = ["model", "task", "metric", "value", "ci_low", "ci_high", "n"]
-COMPARISONS_COLUMNS = ["model_a", "model_b", "task", "metric", "diff", "ci_low", "ci_high", "n"]
+COMPARISONS_COLUMNS = ["model_a", "model_b", "task", "metric", "diff", "ci_low", "ci_high", "n", "n_replicates",
+                       "n_agree", "replicate"]
+# Models without a training draw of their own: a replicated model is paired with the same one in every replicate.
+FIXED_MODELS = ("text_only",)
 
 
 def results_table(per_sample: pd.DataFrame, *, n_boot: int = 2000, ci: float = 0.95, seed: int = 0) -> pd.DataFrame:
@@ -432,35 +435,105 @@ def results_table(per_sample: pd.DataFrame, *, n_boot: int = 2000, ci: float = 0
     return pd.DataFrame(out, columns=RESULTS_COLUMNS)
 
 
+def replicate_sets(models: Iterable[str]) -> dict[str, dict[int, str]]:
+    """Label -> ``{seed: model}`` of the evaluated models (``sft+grpo@s1`` is seed 1 of ``sft+grpo``; a
+    name without the mark is seed 0 of itself): ``{"sft+grpo": {0: "sft+grpo@s0", 1: "sft+grpo@s1"}}``."""
+    out: dict[str, dict[int, str]] = {}
+    for m in dict.fromkeys(models):
+        label, seed = split_replicate(m)
+        out.setdefault(label, {})[seed] = m
+    return out
+
+
+def pair_replicates(models: Iterable[str], a: str, b: str) -> tuple[list[tuple[int, str, str]], str]:
+    """The model pairs of comparison ``a - b``: ``([(seed, model_a, model_b), ...], note)``.
+
+    ``a``/``b`` are labels (every replicate of it) or single models.  Replicates pair by seed
+    (``sft+grpo@s1`` with ``sft@s1``: the same training chain); a side in :data:`FIXED_MODELS` (no
+    training draw) pairs with every replicate of the other; two single models pair as they are.
+    ``note`` says which seeds were paired when the two sides' replicates differ (``""`` otherwise).
+    """
+    models = list(dict.fromkeys(models))
+    sets = replicate_sets(models)
+
+    def side(x: str) -> dict[int, str]:
+        return sets[x] if x in sets else ({split_replicate(x)[1]: x} if x in models else {})
+
+    sa, sb = side(a), side(b)
+    if not sa or not sb:
+        return [], ""
+    if b in FIXED_MODELS and len(sb) == 1:
+        pairs = [(k, sa[k], next(iter(sb.values()))) for k in sorted(sa)]
+    elif a in FIXED_MODELS and len(sa) == 1:
+        pairs = [(k, next(iter(sa.values())), sb[k]) for k in sorted(sb)]
+    elif len(sa) == 1 and len(sb) == 1:
+        (ka, ma), (_, mb) = next(iter(sa.items())), next(iter(sb.items()))
+        pairs = [(ka, ma, mb)]
+    else:
+        pairs = [(k, sa[k], sb[k]) for k in sorted(sa.keys() & sb.keys())]
+    note = ""
+    if len(pairs) < max(len(sa), len(sb)):
+        seeds = ", ".join(str(k) for k, _, _ in pairs) or "none"
+        note = (f"comparison {a} − {b}: {len(sa)} replicate(s) of {a} (seeds {', '.join(map(str, sorted(sa)))}), "
+                f"{len(sb)} of {b} (seeds {', '.join(map(str, sorted(sb)))}): paired the same seed on both sides "
+                f"(seeds {seeds})")
+    return pairs, note
+
+
+def pairing_notes(per_sample: pd.DataFrame, pairs: Sequence[tuple[str, str]]) -> list[str]:
+    """The notes of :func:`pair_replicates` for every pair whose replicates did not all pair."""
+    models = list(per_sample["model"].unique())
+    return [note for a, b in pairs if (note := pair_replicates(models, a, b)[1])]
+
+
 def comparisons_table(per_sample: pd.DataFrame, pairs: Sequence[tuple[str, str]], *, n_boot: int = 2000,
                       ci: float = 0.95, seed: int = 0) -> pd.DataFrame:
-    """Paired comparisons ``model_a, model_b, task, metric, diff, ci_low, ci_high, n`` (diff = a − b).
+    """Paired comparisons ``model_a, model_b, task, metric, diff, ci_low, ci_high, n, n_replicates,
+    n_agree, replicate`` (diff = a − b).
 
-    For each pair whose models both exist, rows are matched on ``(task, id)`` and
-    ``radlab.metrics.paired_bootstrap`` resamples the matched rows jointly (corpus metrics are
-    recomputed for both models on each resample).  Pairs with a missing model are skipped (see
+    A pair names models or labels; its replicates pair by seed (:func:`pair_replicates`).  Within a
+    replicate, rows are matched on ``(task, id)``.  One pair of models: ``radlab.metrics.paired_bootstrap``
+    resamples the matched rows jointly (corpus metrics recomputed for both models on each resample);
+    the CI covers the test items only.  Several: ``radlab.metrics.pooled_paired_bootstrap``: ``diff``
+    is the mean of the replicates' differences, the CI a two-level bootstrap (replicates, then items),
+    ``n_agree`` the replicates whose difference has its sign; each replicate's own comparison follows as
+    a row with its seed in ``replicate`` (``NaN`` on the pair's row).  ``n`` counts the paired rows (the
+    fewest of a replicate).  Pairs with a missing model are skipped (see
     :func:`radlab.experiment.resolve_comparisons`).
     """
     from radlab import metrics
 
-    models = set(per_sample["model"])
+    models = list(per_sample["model"].unique())
     out = []
     for a, b in pairs:
-        if a == b or a not in models or b not in models:
+        reps, _ = pair_replicates(models, a, b)
+        if a == b or not reps:
             continue
-        A = per_sample[per_sample["model"] == a]
-        B = per_sample[per_sample["model"] == b]
-        for task, sub_a in task_groups(A):
-            sub_b = _group(B, task)
-            keys = sub_a[["task", "id"]].merge(sub_b[["task", "id"]], on=["task", "id"])
-            if keys.empty:
+        frames = {m: per_sample[per_sample["model"] == m] for _, ma, mb in reps for m in (ma, mb)}
+        for task, _ in task_groups(frames[reps[0][1]]):
+            matched = []
+            for k, ma, mb in reps:
+                sub_a, sub_b = _group(frames[ma], task), _group(frames[mb], task)
+                keys = sub_a[["task", "id"]].merge(sub_b[["task", "id"]], on=["task", "id"])
+                if keys.empty:
+                    continue
+                fa = keys.merge(sub_a, on=["task", "id"], how="left")
+                fb = keys.merge(sub_b, on=["task", "id"], how="left")
+                names = [m for m in summary_metrics(fa) if m in set(summary_metrics(fb))]
+                matched.append((k, ma, mb, fa, fb, names))
+            if not matched:
                 continue
-            fa = keys.merge(sub_a, on=["task", "id"], how="left")
-            fb = keys.merge(sub_b, on=["task", "id"], how="left")
-            names = [m for m in summary_metrics(fa) if m in set(summary_metrics(fb))]
-            res = metrics.paired_bootstrap(fa, fb, n_boot, seed, metrics=names, ci=ci)
-            for rec in res.to_dict("records"):
-                out.append({"model_a": a, "model_b": b, "task": task, **rec})
+            names = [m for m in matched[0][5] if all(m in x[5] for x in matched)]
+            res = metrics.pooled_paired_bootstrap([(x[3], x[4]) for x in matched], n_boot, seed, metrics=names, ci=ci)
+            for rec in res.drop(columns="replicate_diffs").to_dict("records"):
+                out.append({"model_a": a, "model_b": b, "task": task, **rec, "replicate": np.nan})
+            if len(matched) < 2:
+                continue
+            for k, ma, mb, fa, fb, _ in matched:
+                one = metrics.paired_bootstrap(fa, fb, n_boot, seed, metrics=names, ci=ci)
+                for rec in cast(pd.DataFrame, one).to_dict("records"):
+                    out.append({"model_a": ma, "model_b": mb, "task": task, **rec, "n_replicates": 1,
+                                "n_agree": np.nan, "replicate": k})
     return pd.DataFrame(out, columns=COMPARISONS_COLUMNS)
 
 
@@ -641,6 +714,7 @@ def evaluate_all(params: AnalysisParams, specs: Sequence[ModelSpec], evalset: Ev
     results = results_table(per_sample, n_boot=params.n_boot, ci=params.ci, seed=params.seed)
     declared, skipped_pairs = declared_comparisons(params, specs, per_sample)
     pairs = [(c.label_a, c.label_b) for c in declared]
+    notes += pairing_notes(per_sample, pairs)
     comparisons = comparisons_table(per_sample, pairs, n_boot=params.n_boot, ci=params.ci, seed=params.seed)
     paths = write_outputs(run_dir, per_sample, results, comparisons)
     paths["timings"] = runs.write_table(timings, run_dir / "timings.csv")
@@ -649,9 +723,10 @@ def evaluate_all(params: AnalysisParams, specs: Sequence[ModelSpec], evalset: Ev
 
 def declared_comparisons(params: AnalysisParams, specs: Sequence[ModelSpec], per_sample: pd.DataFrame) -> tuple[list[Comparison], list[str]]:
     """``params.comparisons`` resolved against the models in ``per_sample`` (runs by their run
-    name, shortcut baselines by theirs): ``(declared pairs, notes on pairs skipped)``."""
+    name, shortcut baselines by theirs): ``(declared pairs, notes on pairs skipped)``.  A run with
+    replicates stands for all of them (its label); a replicate run (``grpo_s1``) for itself."""
     evaluated = set(per_sample["model"])
-    run_labels = {s.run: s.name for s in specs if s.name in evaluated}
+    run_labels = {s.run: s.group if s.replicate == 0 else s.name for s in specs if s.name in evaluated}
     run_labels.update({m: m for m in SHORTCUT_MODELS if m in evaluated})
     return resolve_comparisons(params.comparisons, run_labels)
 
@@ -665,11 +740,14 @@ def load_evaluation(params: AnalysisParams, specs: Sequence[ModelSpec], evalset:
     per_sample = pd.read_parquet(paths["per_sample"])
     results = pd.read_csv(paths["results"])
     comparisons = pd.read_csv(paths["comparisons"])
+    for col, default in (("n_replicates", 1), ("n_agree", np.nan), ("replicate", np.nan)):
+        if col not in comparisons:  # written before replicates existed: one model per label
+            comparisons[col] = default
     timings = pd.read_csv(paths["timings"]) if paths["timings"].exists() else pd.DataFrame()
     declared, skipped_pairs = declared_comparisons(params, specs, per_sample)
     print(f"{run_dir} holds this finished analysis: returning its tables (set force=True to evaluate again)")
-    return Evaluation(per_sample, results, comparisons, timings, list(specs), list(notes) + list(evalset.notes),
-                      skipped_pairs, paths, declared)
+    notes = [*notes, *evalset.notes, *pairing_notes(per_sample, [(c.label_a, c.label_b) for c in declared])]
+    return Evaluation(per_sample, results, comparisons, timings, list(specs), notes, skipped_pairs, paths, declared)
 
 
 def write_outputs(run_dir: str | os.PathLike[str], per_sample: pd.DataFrame, results: pd.DataFrame,
@@ -695,9 +773,9 @@ def settings_of(params: AnalysisParams, spec: ModelSpec) -> dict[str, Any]:
 
 
 __all__ = [
-    "COMPARISONS_COLUMNS", "DIAGNOSTICS", "EvalSet", "Evaluation", "RESULTS_COLUMNS", "comparisons_table",
+    "COMPARISONS_COLUMNS", "DIAGNOSTICS", "FIXED_MODELS", "EvalSet", "Evaluation", "RESULTS_COLUMNS", "comparisons_table",
     "discover_models", "eval_fingerprint", "evaluate_all", "load_evaluation", "evaluate_model", "extract_answer", "generation_frame",
-    "generation_key", "load_eval_dataset", "load_eval_set", "predictions_frame", "reference_text", "results_table",
-    "score_rows", "select_indices", "settings_of", "shortcut_frames", "summary_metrics", "switch_thinking",
+    "generation_key", "load_eval_dataset", "load_eval_set", "pair_replicates", "pairing_notes", "predictions_frame", "reference_text", "results_table",
+    "replicate_sets", "score_rows", "select_indices", "settings_of", "shortcut_frames", "summary_metrics", "switch_thinking",
     "task_groups", "write_outputs",
 ]

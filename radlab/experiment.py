@@ -11,6 +11,10 @@ An experiment's trained models are found from its run folders, not from a fixed 
   in brackets (``sft+grpo[bleu]``, ``sft+grpo[f1radgraph:level=complete]``).  Two runs that would
   share a label keep it only for the run with the stage's usual name; the others are labelled by
   their run name.
+* :func:`replicates` finds replicate runs (``radlab run --seeds``): a run ``<run>_s<k>`` whose params
+  equal ``<run>``'s except ``seed: k`` and inputs moved to ``_s<k>`` replicates.  A replicate has its
+  seed-0 run's label; its model is named ``<label>@s<k>`` (:func:`replicate_model`) wherever a label
+  has two or more replicates, so tables and comparisons can pool them (:func:`split_replicate`).
 * :func:`discover_models` turns the runs with a finished model (``model/`` and ``DONE``) into
   :class:`ModelSpec` s, plus ``base`` (the SFT start) on request and ``model_dirs`` overrides.
 * :func:`reward_ablations` finds Table 3's groups: GRPO runs with the same start and thinking
@@ -115,12 +119,61 @@ def init_run(name: str, run_params: Mapping[str, Any], names: Collection[str]) -
     return default if default in names and default != name else None
 
 
+# A replicated model's name: its label, this separator, the replicate's seed (``sft+grpo@s1``).
+REPLICATE_MARK = "@s"
+
+
+def replicate_model(label: str, seed: int) -> str:
+    """The model name of replicate ``seed`` of ``label``: ``sft+grpo@s1``."""
+    return f"{label}{REPLICATE_MARK}{seed}"
+
+
+def split_replicate(model: str) -> tuple[str, int]:
+    """``"sft+grpo@s1" -> ("sft+grpo", 1)``; a name without the mark is its own label, seed 0."""
+    m = re.fullmatch(rf"(.+){re.escape(REPLICATE_MARK)}(\d+)", model)
+    return (m.group(1), int(m.group(2))) if m else (model, 0)
+
+
+def _replicate_view(params: Mapping[str, Any], seed: int) -> dict[str, str]:
+    # What must match between a run and its replicate: everything but bookkeeping and the seed, with
+    # the replicate's ``<run>_s<k>`` inputs (init_run, init_model paths) read as ``<run>``.
+    def norm(value: Any) -> str:
+        text = repr(value)
+        return re.sub(rf"(?<![\w.-])([\w.-]+?)_s{seed}(?![\w.-])", r"\1", text) if seed else text
+
+    return {k: norm(v) for k, v in params.items() if k not in BOOKKEEPING_KEYS and k != "seed"}
+
+
+def replicates(run_params: Mapping[str, Mapping[str, Any]]) -> dict[str, tuple[str, int]]:
+    """Replicate run -> ``(its seed-0 run, seed)``, from the runs' params (``radlab run --seeds``).
+
+    ``<run>_s<k>`` (k >= 1) is replicate ``k`` of ``<run>`` when both are runs here, its ``seed`` is
+    ``k``, and its params equal ``<run>``'s but for bookkeeping (:data:`BOOKKEEPING_KEYS`) and inputs
+    that point at ``_s<k>`` replicates where ``<run>``'s point at the runs themselves
+    (``init_run: sft_s1``, ``init_model: .../sft_s1/model``).  A run named so whose params differ
+    otherwise is a run of its own.
+    """
+    out: dict[str, tuple[str, int]] = {}
+    for name, params in run_params.items():
+        m = re.fullmatch(r"(.+)_s(\d+)", name)
+        if not m or int(m.group(2)) < 1 or m.group(1) not in run_params:
+            continue
+        base, seed = m.group(1), int(m.group(2))
+        if params.get("seed") == seed and _replicate_view(params, seed) == _replicate_view(run_params[base], 0):
+            out[name] = (base, seed)
+    return out
+
+
 def label_runs(run_params: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
-    """Run name -> its model's label, from each run's params (see the module docstring)."""
+    """Run name -> its model's label, from each run's params (see the module docstring); a
+    replicate (:func:`replicates`) has its seed-0 run's label."""
     names = set(run_params)
+    reps = replicates(run_params)
     raw: dict[str, str] = {}
 
     def label(name: str, seen: tuple[str, ...] = ()) -> str:
+        if name in reps:
+            return label(reps[name][0], seen)
         if name in raw:
             return raw[name]
         p = run_params[name]
@@ -142,7 +195,7 @@ def label_runs(run_params: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
         raw[name] = out
         return out
 
-    for name in sorted(names):
+    for name in sorted(names - set(reps)):
         label(name)
     # One label per model: where two runs share one, the run with the stage's usual name keeps it.
     usual = set(PAPER_RUNS)
@@ -150,6 +203,7 @@ def label_runs(run_params: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
     for name, lab in raw.items():
         sharing = [n for n, other in raw.items() if other == lab]
         out[name] = lab if len(sharing) == 1 or name in usual and sum(n in usual for n in sharing) == 1 else name
+    out.update({name: out[base] for name, (base, _) in reps.items()})
     return out
 
 
@@ -179,10 +233,13 @@ def paper_question(label_a: str, label_b: str) -> str:
 class ModelSpec:
     """One model to evaluate.
 
-    ``name``: its label in every table; ``path``: a model folder or an embedded spec
+    ``name``: its name in every per-model table (unique); ``path``: a model folder or an embedded spec
     (``radlab:small``); ``thinking``: whether its prompts ask for a think block; ``run_dir`` /
     ``run_params``: the run that produced it (``None`` / ``{}`` for overrides); ``run``: that run's
     name (the name comparisons use); ``start``: the label of the model it started from (``""`` if none).
+    ``group``: its label, shared by its replicates (``sft+grpo``; default ``name``); ``replicate``: its
+    seed as a replicate (0 for a run of its own).  A label with two or more replicates names each
+    ``<label>@s<seed>`` (``sft+grpo@s0``, ``sft+grpo@s1``); a lone model is named by its label.
     """
 
     name: str
@@ -193,10 +250,14 @@ class ModelSpec:
     note: str = ""
     run: str = ""
     start: str = ""
+    group: str = ""
+    replicate: int = 0
 
     def __post_init__(self) -> None:
         if not self.run:
             self.run = self.run_dir.name if self.run_dir is not None else self.name
+        if not self.group:
+            self.group = self.name
 
 
 def read_params(run_dir: Path) -> dict[str, Any]:
@@ -277,6 +338,7 @@ def discover_models(params: Any) -> tuple[list[ModelSpec], list[str]]:
     exp_dir = Path(params.experiment_dir)
     found = read_runs(exp_dir)
     labels = label_runs(found)
+    reps = replicates(found)
     overrides = parse_model_dirs(params.model_dirs)
     wanted = names_list(params.models)
     unknown = [n for n in wanted if n not in found and n not in overrides and n != BASE]
@@ -291,6 +353,9 @@ def discover_models(params: Any) -> tuple[list[ModelSpec], list[str]]:
             notes.append("base: skipped — no sft/base_model folder (and no hub checkpoint in sft/params.yaml)")
         else:
             specs.append(ModelSpec(BASE, path, run_dir=None, run=BASE))
+    # Naming a run names its replicates too.
+    wanted += [r for r, (base, _) in reps.items() if base in wanted and r not in wanted]
+    first = len(specs)
     for run, p in found.items():
         if wanted and run not in wanted:
             continue
@@ -298,7 +363,8 @@ def discover_models(params: Any) -> tuple[list[ModelSpec], list[str]]:
         start = init_run(run, p, found)
         spec = ModelSpec(labels[run], overrides.pop(run, str(run_dir / "model")),
                          thinking=bool(p.get("thinking", p.get("stage") == "cold_start")), run_dir=run_dir,
-                         run_params=p, run=run, start=labels[start] if start else "")
+                         run_params=p, run=run, start=labels[start] if start else "",
+                         replicate=reps[run][1] if run in reps else 0)
         if Path(spec.path) == run_dir / "model":
             if not runs.is_complete(run_dir):
                 notes.append(f"{run}: skipped — the run has not finished (no DONE in {run_dir})")
@@ -307,9 +373,17 @@ def discover_models(params: Any) -> tuple[list[ModelSpec], list[str]]:
                 notes.append(f"{run}: skipped — no model folder at {run_dir / 'model'}")
                 continue
         specs.append(spec)
+    groups: dict[str, int] = {}
+    for spec in specs[first:]:
+        groups[spec.group] = groups.get(spec.group, 0) + 1
+    for spec in specs[first:]:
+        if groups[spec.group] > 1 or spec.replicate:
+            spec.name = replicate_model(spec.group, spec.replicate)
     for name, path in overrides.items():
         if not path.startswith("radlab:") and not is_model_dir(Path(path)) and not _looks_like_hub_id(path):
             raise ParamError(f"model_dirs: {name}={path!r} is not a model folder (no config.json)")
+        if split_replicate(name)[1] or REPLICATE_MARK in name:
+            raise ParamError(f"model_dirs: {name!r}: '{REPLICATE_MARK}' marks replicates; name the model otherwise")
         specs.append(ModelSpec(name, path, run=name))
     return specs, notes
 
@@ -478,6 +552,6 @@ def reward_ablations(specs: Sequence[ModelSpec]) -> list[RewardAblation]:
 __all__ = [
     "BASE", "Comparison", "MODEL_ORDER", "ModelSpec", "PAPER_LABELS", "PAPER_RUNS", "RewardAblation", "base_model_path", "default_rewards", "discover_models",
     "init_run", "is_model_dir", "label_runs", "names_list", "paper_question", "parse_comparisons", "parse_model_dirs",
-    "read_params", "read_runs", "resolve_comparisons", "reward_ablations", "reward_names", "reward_tag",
-    "setting_differences",
+    "REPLICATE_MARK", "read_params", "read_runs", "replicate_model", "replicates", "resolve_comparisons",
+    "reward_ablations", "reward_names", "reward_tag", "setting_differences", "split_replicate",
 ]

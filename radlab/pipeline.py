@@ -12,35 +12,52 @@ runner passes ``-p run_name <run>``).  The runs a run waits for follow from the 
 (``data_dir``, ``init_model``, ``init_run``, GRPO's derived start model; the analysis reads every
 model run): see :meth:`radlab.params.CommonParams.depends_on`.  ``radlab run <exp> --dry-run``
 prints the graph (:func:`describe`).
+
+Replicates: a training run's ``seeds`` (a params-file key the runner reads and never passes on;
+``radlab run <exp> --seeds 0,1,2`` sets it for every training run whose file does not) makes one run
+per seed: seed 0 is the run itself, seed ``k >= 1`` the run ``<run>_s<k>`` with ``seed: k`` and its
+inputs moved to the ``_s<k>`` replicates of replicated input runs, so a chain replicates together
+(``grpo_s1`` starts from ``sft_s1``).  See :func:`plan`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from radlab import render, runs
-from radlab.config import load_yaml, validate
-from radlab.vocab import NOTEBOOKS, STAGES, ParamError
+from radlab.config import RUNNER_KEYS, load_yaml, validate
+from radlab.vocab import NOTEBOOKS, STAGES, TRAINING_STAGES, ParamError
 
 
 @dataclass(frozen=True)
 class RunSpec:
     """One notebook execution: ``name`` is its run folder (the params file's stem), ``stage`` picks
-    the notebook, ``after`` lists the runs of the experiment it reads (from its input fields)."""
+    the notebook, ``after`` lists the runs of the experiment it reads (from its input fields).
+
+    A replicate (``sft_s1``) names the run it replicates in ``replicate_of`` (``""`` for a run of
+    its own), its seed in ``seed``, and the parameters the runner sets on top of the params file
+    in ``overrides`` (``(("seed", 1), ("init_model", ".../sft_s1/model"))``).
+    """
 
     name: str
     stage: str
     after: tuple[str, ...] = ()
+    seed: int = 0
+    replicate_of: str = ""
+    overrides: tuple[tuple[str, Any], ...] = ()
 
 
 class StageFailed(RuntimeError):
@@ -67,6 +84,36 @@ class Plan:
     params: dict[str, Path] = field(default_factory=dict)
     # Inputs read from earlier, complete run folders that have no params file here.
     external: dict[str, Path] = field(default_factory=dict)
+    # Replicated runs (seed-0 run name) -> their seeds, e.g. {"sft": (0, 1, 2), "grpo": (0, 1, 2)}.
+    seeds: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+
+def replicate_name(run: str, seed: int) -> str:
+    """The run folder of replicate ``seed`` of ``run``: ``run`` itself for seed 0, else ``<run>_s<seed>``."""
+    return run if seed == 0 else f"{run}_s{seed}"
+
+
+def parse_seeds(value: Any, source: str = "seeds") -> tuple[int, ...]:
+    """``"0,1,2"``, ``[0, 1, 2]`` or ``0`` -> ``(0, 1, 2)`` (sorted, unique).
+
+    Seed 0 is the run itself, so it must be listed; anything but non-negative integers is a
+    :class:`ParamError` naming ``source``.
+    """
+    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    out: set[int] = set()
+    for item in items:
+        text = str(item).strip()
+        if not text:
+            continue
+        if isinstance(item, bool) or not text.isdigit():
+            raise ParamError(f"{source}: {value!r} is not a comma-separated list of seeds (integers >= 0), e.g. '0,1,2'")
+        out.add(int(text))
+    if not out:
+        raise ParamError(f"{source}: {value!r} lists no seed; e.g. '0,1,2' (0 is the run itself)")
+    if 0 not in out:
+        raise ParamError(f"{source}: {value!r} must include 0: seed 0 is the run itself (its replicates are "
+                         "<run>_s1, <run>_s2, ...)")
+    return tuple(sorted(out))
 
 
 def repo_root() -> Path:
@@ -154,6 +201,7 @@ def plan(
     only: Sequence[str] = (),
     output_root: str | os.PathLike[str] = "runs",
     root: str | os.PathLike[str] | None = None,
+    seeds: str | Sequence[int] | None = None,
 ) -> Plan:
     """Every ``params/<experiment>/*.yaml`` is a run: its ``stage:`` picks the notebook, its stem names it.
 
@@ -163,7 +211,14 @@ def plan(
     paths in params files are taken from there).  Nothing is skipped silently: a file without
     ``stage:``, an unknown stage, a bad value, an input run with neither a params file nor a complete
     folder, or a cycle is a :class:`ParamError` naming the file.  ``only`` restricts the plan to
-    these runs (their inputs must then be complete already or come earlier in ``only``).
+    these runs (their inputs must then be complete already or come earlier in ``only``); a run named
+    there brings its replicates.
+
+    Replicates: ``seeds`` (``"0,1,2"``, the ``--seeds`` flag) applies to every training run whose
+    params file has no ``seeds`` key of its own; a run with neither inherits its replicated inputs'
+    seeds (:func:`_replicate_seeds`).  Each seed ``k >= 1`` of a run adds the run ``<run>_s<k>`` from
+    the same file (:func:`_replicas`: ``seed: k``, inputs moved to ``_s<k>`` replicates, in
+    ``RunSpec.overrides``); ``Plan.seeds`` lists the replicated runs.
     """
     exp_dir = params_root / experiment
     if not exp_dir.is_dir():
@@ -172,17 +227,20 @@ def plan(
     found = _read_runs(exp_dir)
     if not found:
         raise ParamError(f"{exp_dir}: no params files (*.yaml, each with a 'stage:' key)")
-    for o in only:
-        if o not in found:
-            raise ParamError(f"--only {o!r}: unknown run; runs of {experiment!r}: {sorted(found)}")
     stages = {name: stage for name, (stage, _, _) in found.items()}
     files = {name: path for name, (_, path, _) in found.items()}
+    explicit = {name: parse_seeds(values["seeds"], f"{path}: seeds")
+                for name, (_, path, values) in found.items() if "seeds" in values}
+    cli = parse_seeds(seeds, "--seeds") if seeds not in (None, "", (), []) else None
     deps: dict[str, list[str]] = {}
     external: dict[str, Path] = {}
+    validated: dict[str, Any] = {}
+    given: dict[str, dict[str, Any]] = {}
     with contextlib.chdir(root or Path.cwd()):
         for name, (stage, path, values) in found.items():
-            given = {**values, "experiment": experiment, "output_root": str(output_root), "run_name": name}
-            params = validate(stage, given, source=str(path), check_inputs=False)
+            given[name] = {**{k: v for k, v in values.items() if k not in RUNNER_KEYS},
+                           "experiment": experiment, "output_root": str(output_root), "run_name": name}
+            params = validated[name] = validate(stage, given[name], source=str(path), check_inputs=False)
             deps[name] = params.depends_on(stages)
             for dep in deps[name]:
                 if dep in found:
@@ -193,9 +251,93 @@ def plan(
                         f"{path}: run {name!r} reads run {dep!r}, but {exp_dir} has no {dep}.yaml and {folder} "
                         f"is not a complete run; add {dep}.yaml (with 'stage:') or point the input elsewhere")
                 external[dep] = folder
-    order = _order({n: [d for d in ds if d in found] for n, ds in deps.items()}, files)
-    selected = [RunSpec(n, stages[n], tuple(deps[n])) for n in order if not only or n in only]
-    return Plan(experiment, selected, {s.name: files[s.name] for s in selected}, external)
+        order = _order({n: [d for d in ds if d in found] for n, ds in deps.items()}, files)
+        run_seeds = _replicate_seeds(order, stages, files, deps, explicit, cli, validated)
+        replicas = _replicas(order, stages, files, given, validated, run_seeds)
+    all_stages = {**stages, **{spec.name: spec.stage for spec in replicas}}
+    specs = {n: RunSpec(n, stages[n], tuple(validated[n].depends_on(all_stages))) for n in found}
+    specs.update({r.name: r for r in replicas})
+    names = set(specs)
+    for o in only:
+        if o not in names:
+            raise ParamError(f"--only {o!r}: unknown run; runs of {experiment!r}: {sorted(names)}")
+    files.update({r.name: files[r.replicate_of] for r in replicas})
+    full_order = _order({n: [d for d in s.after if d in names] for n, s in specs.items()}, files)
+    chosen = set(only) | {r.name for r in replicas if r.replicate_of in only}
+    selected = [specs[n] for n in full_order if not only or n in chosen]
+    replicated = {n: ks for n, ks in run_seeds.items() if len(ks) > 1}
+    return Plan(experiment, selected, {s.name: files[s.name] for s in selected}, external, replicated)
+
+
+def _replicate_seeds(order: Sequence[str], stages: Mapping[str, str], files: Mapping[str, Path],
+                     deps: Mapping[str, Sequence[str]], explicit: Mapping[str, tuple[int, ...]],
+                     cli: tuple[int, ...] | None, validated: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+    """Each run's seeds: its file's ``seeds``, else ``--seeds``, else those of its replicated inputs
+    (a run whose input is replicated is replicated too), else ``(0,)``; training stages only.
+
+    Errors name the file: ``seeds`` on the data or analysis stage (one data draw; the analysis reads
+    every replicate), ``seeds`` with a ``seed`` other than 0, and a replicate whose input run has no
+    replicate of that seed (``grpo_s2`` must start from ``sft_s2``).
+    """
+    out: dict[str, tuple[int, ...]] = {}
+    for name in order:
+        if stages[name] not in TRAINING_STAGES:
+            if name in explicit:
+                raise ParamError(f"{files[name]}: seeds: the {stages[name]} stage is not replicated (one data draw; "
+                                 "the analysis reads every replicate); set seeds on the training runs")
+            out[name] = (0,)
+            continue
+        inputs = [d for d in deps[name] if d in out and stages[d] in TRAINING_STAGES]
+        inherited = tuple(sorted({k for d in inputs for k in out[d]})) or (0,)
+        ks = explicit.get(name) or cli or inherited
+        if len(ks) > 1 and validated[name].seed != 0:
+            raise ParamError(f"{files[name]}: seed {validated[name].seed} with seeds {','.join(map(str, ks))}: "
+                             "replicate k runs with seed k, so leave seed at 0 (the run itself is seed 0)")
+        for d in inputs:
+            lacking = [k for k in ks if k not in out[d]]
+            if lacking:
+                raise ParamError(
+                    f"{files[name]}: run {name!r} has seeds {','.join(map(str, ks))}, but its input run {d!r} "
+                    f"({files[d]}) has no replicate of seed {','.join(map(str, lacking))}: a replicate starts from "
+                    f"the same replicate of its input ({replicate_name(name, lacking[0])} from "
+                    f"{replicate_name(d, lacking[0])}); give {d} these seeds too, or drop them here")
+        out[name] = ks
+    return out
+
+
+def _replicas(order: Sequence[str], stages: Mapping[str, str], files: Mapping[str, Path],
+              given: Mapping[str, dict[str, Any]], validated: Mapping[str, Any],
+              run_seeds: Mapping[str, tuple[int, ...]]) -> list[RunSpec]:
+    """The replicate runs ``<run>_s<k>`` (k >= 1): ``seed: k``, and each input that points into a
+    replicated run (``init_run``, ``init_model`` or a derived start model) moved to its ``_s<k>``
+    replicate.  A params file already named like a replicate is a :class:`ParamError`."""
+    out: list[RunSpec] = []
+    for name in order:
+        for k in run_seeds[name][1:]:
+            rep = replicate_name(name, k)
+            if rep in files:
+                raise ParamError(f"{files[rep]}: run {rep!r} has the name of replicate seed {k} of run {name!r} "
+                                 f"({files[name]}, seeds {','.join(map(str, run_seeds[name]))}); rename the file "
+                                 "or drop that seed")
+            overrides: dict[str, Any] = {"seed": k}
+            init = str(given[name].get("init_run") or "")
+            if init and k in run_seeds.get(init, ()) and init != name:
+                overrides["init_run"] = replicate_name(init, k)
+            stage, params = stages[name], validated[name]
+            probe = validate(stage, {**given[name], **overrides, "run_name": rep}, source=str(files[name]),
+                             check_inputs=False)
+            for f in dataclasses.fields(probe):
+                value = getattr(probe, f.name)
+                src = probe.run_of(value) if f.metadata.get("path") and isinstance(value, str) else None
+                if src and src in run_seeds and k in run_seeds[src] and src != name:
+                    rel = Path(os.path.abspath(value)).relative_to(Path(os.path.abspath(params.output_root))
+                                                                    / params.experiment)
+                    overrides[f.name] = str(params.stage_path(replicate_name(src, k)).joinpath(*rel.parts[1:]))
+            final = validate(stage, {**given[name], **overrides, "run_name": rep}, source=str(files[name]),
+                             check_inputs=False)
+            after = tuple(final.depends_on(stages))
+            out.append(RunSpec(rep, stage, after, k, name, tuple(overrides.items())))
+    return out
 
 
 def _shown(path: Path) -> str:
@@ -216,13 +358,21 @@ def describe(pl: Plan, *, output_root: str | os.PathLike[str] | None = None, for
         note = ""
         if output_root is not None and not force and runs.is_complete(Path(output_root) / pl.experiment / spec.name):
             note = "complete: skipped"
-        rows.append((spec.name, spec.stage, ", ".join(spec.after) or "-", _shown(pl.params[spec.name]), note))
+        shown = _shown(pl.params[spec.name]) + (f" (replicate seed {spec.seed} of {spec.replicate_of})"
+                                                if spec.replicate_of else "")
+        rows.append((spec.name, spec.stage, ", ".join(spec.after) or "-", shown, note))
     for name, folder in pl.external.items():
         rows.append((name, "(done)", "-", f"complete run {_shown(folder)}, no params file", ""))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = [f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]:<{widths[3]}}  {r[4]}".rstrip()
              for r in rows]
-    return "\n".join([f"radlab run {pl.experiment}: {len(pl.runs)} run(s) in this order", *lines])
+    head = [f"radlab run {pl.experiment}: {len(pl.runs)} run(s) in this order"]
+    by_seeds: dict[tuple[int, ...], list[str]] = {}
+    for name, ks in pl.seeds.items():
+        by_seeds.setdefault(ks, []).append(name)
+    head += [f"replicates (seeds {','.join(map(str, ks))}; seed k >= 1 is <run>_s<k>): {', '.join(names)}"
+             for ks, names in by_seeds.items()]
+    return "\n".join([*head, *lines])
 
 
 def _failing_cell(nb_path: Path) -> str:
@@ -243,6 +393,13 @@ def _failing_cell(nb_path: Path) -> str:
                 first = src[0] if src else ""
                 return f"code cell {code_index} (`{first[:80]}`): {out.get('ename')}: {out.get('evalue')}"
     return "(no error cell recorded; the kernel may have died)"
+
+
+def notebook_parameters(spec: RunSpec, params_file: Path) -> dict[str, Any]:
+    """What a run's notebook gets from its params file: the file's values without the runner's own
+    keys (:data:`RUNNER_KEYS`), with the replicate's overrides (``seed``, moved inputs) on top."""
+    values = {k: v for k, v in load_yaml(params_file).items() if k not in RUNNER_KEYS}
+    return {**values, **dict(spec.overrides)}
 
 
 def execute(
@@ -269,7 +426,7 @@ def execute(
     out_nb = run_dir / notebook.name
     cmd = [
         sys.executable, "-m", "papermill", str(notebook), str(out_nb),
-        "-f", str(params_file),
+        "-y", yaml.safe_dump(notebook_parameters(spec, params_file), sort_keys=False),
         "-p", "experiment", experiment,
         "-p", "run_name", spec.name,
         "-p", "output_root", str(output_root),
@@ -326,6 +483,7 @@ def run_pipeline(
     root: str | os.PathLike[str] | None = None,
     log: Callable[[str], None] = print,
     tty: bool | None = None,
+    seeds: str | Sequence[int] | None = None,
 ) -> list[RunResult]:
     """Run an experiment's notebooks in dependency order; stop scheduling after a failure.
 
@@ -337,7 +495,7 @@ def run_pipeline(
     last line logged.
     """
     root_p, params_p, out_root = resolve_paths(output_root, params_root, root)
-    pl = plan(experiment, params_root=params_p, only=only, output_root=out_root, root=root_p)
+    pl = plan(experiment, params_root=params_p, only=only, output_root=out_root, root=root_p, seeds=seeds)
     jobs = max(1, int(jobs))
     cores = os.cpu_count() or 2
     names_in_plan = {s.name for s in pl.runs}
@@ -357,7 +515,8 @@ def run_pipeline(
     def write_index(final: bool = False) -> Path | None:
         try:
             return render.render_index(experiment, out_root, params_root=params_p if final else None,
-                                       running={s.name for s in running.values()}, pages=final)
+                                       running={s.name for s in running.values()}, pages=final,
+                                       planned=[s.name for s in pl.runs] if final else ())
         except Exception as exc:  # the index is a view; it never fails the pipeline
             log(f"[warn] could not write {out_root / experiment / render.INDEX}: {type(exc).__name__}: {exc}")
             return None
@@ -433,4 +592,5 @@ def run_pipeline(
     return ordered
 
 
-__all__ = ["RunSpec", "RunResult", "StageFailed", "plan", "describe", "execute", "run_pipeline"]
+__all__ = ["RUNNER_KEYS", "RunSpec", "RunResult", "StageFailed", "plan", "describe", "execute", "notebook_parameters",
+           "parse_seeds", "replicate_name", "run_pipeline"]

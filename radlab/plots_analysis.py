@@ -9,6 +9,11 @@ missing (e.g. no GRPO run has a ``log_history.csv`` yet), so a partial experimen
 * :func:`iou_histogram` — per-sample matched IoU of the grounding answers, per model.
 * :func:`qualitative_grid` — images with true and predicted boxes, and reference vs generated
   reports, with the per-sample scores.
+* :func:`replicate_differences` — each replicate's own difference next to the pooled mean and its
+  two-level CI, for every comparison of models trained with several seeds.
+
+A model with replicates (``<label>@s<k>``) appears in the per-sample figures by its lowest seed only
+(the tables pool every replicate).
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ import numpy as np
 import pandas as pd
 
 from radlab import runs
-from radlab.analysis import model_order
+from radlab.analysis import LABELS, declared_rows, headline_metric, model_order, replicate_rows
+from radlab.experiment import paper_question, split_replicate
 
 FigureResult = tuple[Any, str]
 
@@ -74,22 +80,43 @@ def _save(fig: Any, run_dir: str | os.PathLike[str] | None, name: str) -> None:
     _plt().close(fig)
 
 
+def _replicate_panels(exp_dir: str | os.PathLike[str]) -> list[tuple[str, list[tuple[int, Path]]]]:
+    """GRPO runs grouped with their replicates: ``[(run, [(seed, folder), ...]), ...]``, seed 0 first."""
+    from radlab.experiment import read_runs, replicates
+
+    folders = grpo_runs(exp_dir)
+    reps = replicates(read_runs(Path(exp_dir)))
+    panels: dict[str, list[tuple[int, Path]]] = {}
+    for p in folders:
+        base, seed = reps.get(p.name, (p.name, 0))
+        panels.setdefault(base, []).append((seed, p))
+    return [(base, sorted(members)) for base, members in panels.items()]
+
+
 def reward_curves(exp_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str] | None = None,
                   smooth: int = 5) -> FigureResult:
     """GRPO training reward per reward function (``rewards/<name>/mean``) over steps.
 
     One panel per GRPO run; thin lines are the logged values, thick ones a centred rolling
     mean over ``smooth`` logs, dashed ones the greedy held-out score (``heldout/<name>``) when the
-    run logged it.  Note that the sampled training reward rises more than held-out
-    greedy scores (see the CPU calibration notes), so read it with the tables.
+    run logged it.  A run's replicates (``<run>_s<k>``) share its panel as dotted rolling means.
+    Note that the sampled training reward rises more than held-out greedy scores (see the CPU
+    calibration notes), so read it with the tables.
     """
-    logs = [(p.name, read_log_history(p)) for p in grpo_runs(exp_dir)]
-    logs = [(n, df) for n, df in logs if df is not None and df["metric"].str.match(r"rewards/.+/mean$").any()]
-    if not logs:
+    panels = []
+    for base, members in _replicate_panels(exp_dir):
+        logs = [(seed, p.name, read_log_history(p)) for seed, p in members]
+        logs = [(seed, n, df) for seed, n, df in logs
+                if df is not None and df["metric"].str.match(r"rewards/.+/mean$").any()]
+        if logs:
+            panels.append((base, logs))
+    if not panels:
         return None, "reward curves skipped: no GRPO run with a log_history.csv with rewards/<name>/mean columns"
     plt = _plt()
-    fig, axes = plt.subplots(1, len(logs), figsize=(4.6 * len(logs), 3.2), squeeze=False)
-    for ax, (name, df) in zip(axes[0], logs):
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.2), squeeze=False)
+    for ax, (_, logs) in zip(axes[0], panels):
+        first, others = logs[0], logs[1:]
+        df = first[2]
         metrics = sorted(m for m in df["metric"].unique() if re.match(r"rewards/.+/mean$", m))
         for k, m in enumerate(metrics):
             sub = df[df["metric"] == m].sort_values("step")
@@ -101,7 +128,12 @@ def reward_curves(exp_dir: str | os.PathLike[str], run_dir: str | os.PathLike[st
             if len(held):  # the training stage's periodic greedy held-out score of the same reward
                 ax.plot(held["step"], held["value"], color=color, ls="--", marker="o", ms=3,
                         label=f"{m.split('/')[1]} (held-out, greedy)")
-        ax.set_title(name, fontsize=10)
+            for j, (_, _, other) in enumerate(others):
+                rep = other[other["metric"] == m].sort_values("step")
+                ax.plot(rep["step"], rep["value"].rolling(smooth, center=True, min_periods=1).mean(), color=color,
+                        lw=1.0, ls=":", label=f"seeds {', '.join(str(s) for s, _, _ in others)}" if k == j == 0 else None)
+        seeds = f" (seeds {', '.join(str(s) for s, _, _ in logs)})" if others else ""
+        ax.set_title(f"{first[1]}{seeds}", fontsize=10)
         ax.set_xlabel("step")
         ax.set_ylabel("reward (sampled; dashed: held-out)")
         ax.grid(alpha=0.3)
@@ -304,26 +336,99 @@ def qualitative_grid(per_sample: pd.DataFrame, rows_by_key: Mapping[tuple[str, s
     return fig, ""
 
 
+def replicate_differences(comparisons: pd.DataFrame, results: pd.DataFrame,
+                          run_dir: str | os.PathLike[str] | None = None, *, report_metric: str = "f1radgraph_partial",
+                          grounding_metric: str = "map50") -> FigureResult:
+    """Per-replicate differences of every replicated comparison, on each task's headline metric.
+
+    One panel per task; per comparison (``a − b``) a dot per replicate pair (its own difference,
+    labelled with its seed) and the pooled mean with its two-level bootstrap CI (replicates, then
+    items) as a bar.  When the dots straddle 0 while each replicate's item CI looks decisive, the
+    training draw, not the test set, decides the sign.  ``None`` when no comparison has two replicates.
+    """
+    declared = declared_rows(comparisons) if len(comparisons) else comparisons
+    if declared.empty or "n_replicates" not in declared or not (declared["n_replicates"] > 1).any():
+        return None, ("replicate differences skipped: no comparison has two or more replicates "
+                      "(radlab run <experiment> --seeds 0,1,2 trains them)")
+    tasks = [(t, m) for t, pref in (("report", report_metric), ("grounding", grounding_metric))
+             if (m := headline_metric(results, t, pref)) is not None]
+    panels = []
+    for task, metric in tasks:
+        sel = declared[(declared["task"] == task) & (declared["metric"] == metric) & (declared["n_replicates"] > 1)]
+        if len(sel):
+            panels.append((task, metric, sel))
+    if not panels:
+        return None, "replicate differences skipped: no replicated comparison on the headline metrics"
+    plt = _plt()
+    width = max(len(sel) for _, _, sel in panels)
+    fig, axes = plt.subplots(1, len(panels), figsize=(max(4.0, 1.6 * width + 1.5) * len(panels), 3.6), squeeze=False)
+    for ax, (task, metric, sel) in zip(axes[0], panels):
+        names = []
+        for x, row in enumerate(sel.itertuples(index=False)):
+            own = replicate_rows(comparisons, row.model_a, row.model_b, task, metric)
+            ax.errorbar([x], [row.diff], yerr=[[row.diff - row.ci_low], [row.ci_high - row.diff]], fmt="s",
+                        color="k", capsize=5, ms=6, label="mean over replicates (two-level CI)" if x == 0 else None)
+            jitter = np.linspace(-0.18, 0.18, len(own)) if len(own) > 1 else np.zeros(len(own))
+            ax.scatter(x + 0.25 + jitter, own["diff"], color="C0", s=22, zorder=3,
+                       label="one replicate (same seed on both sides)" if x == 0 else None)
+            for jx, r in zip(jitter, own.itertuples(index=False)):
+                ax.annotate(f"s{int(r.replicate)}", (x + 0.25 + jx, r.diff), fontsize=6, xytext=(3, 0),
+                            textcoords="offset points", va="center")
+            names.append(f"{paper_question(row.model_a, row.model_b)}\n{row.model_a} − {row.model_b}\n"
+                         f"{int(row.n_agree)} of {int(row.n_replicates)} agree")
+        ax.axhline(0.0, color="grey", lw=0.8, ls=":")
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels(names, fontsize=6.5)
+        ax.set_xlim(-0.6, len(names) - 0.4)
+        ax.set_ylabel(f"difference in {LABELS.get(metric, metric)}")
+        ax.set_title(f"{task}: per-replicate differences", fontsize=10)
+        ax.grid(alpha=0.3, axis="y")
+        ax.legend(fontsize=6.5)
+    fig.tight_layout()
+    _save(fig, run_dir, "replicate_differences")
+    return fig, ""
+
+
+def one_per_label(per_sample: pd.DataFrame) -> pd.DataFrame:
+    """The rows of one model per label: a model trained with several seeds by its lowest seed."""
+    models = list(per_sample["model"].unique())
+    lowest: dict[str, tuple[int, str]] = {}
+    for m in models:
+        label, seed = split_replicate(m)
+        if label not in lowest or seed < lowest[label][0]:
+            lowest[label] = (seed, m)
+    keep = {m for _, m in lowest.values()}
+    return per_sample[per_sample["model"].isin(keep)] if len(keep) < len(models) else per_sample
+
+
 def make_figures(per_sample: pd.DataFrame, rows_by_key: Mapping[tuple[str, str], Mapping[str, Any]],
                  exp_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str], *,
-                 specs: Sequence[Any] = (), n_qualitative: int = 4,
-                 seed: int = 0) -> tuple[dict[str, Any], list[str]]:
+                 specs: Sequence[Any] = (), n_qualitative: int = 4, seed: int = 0,
+                 comparisons: pd.DataFrame | None = None, results: pd.DataFrame | None = None,
+                 report_metric: str = "f1radgraph_partial",
+                 grounding_metric: str = "map50") -> tuple[dict[str, Any], list[str]]:
     """All figures of the analysis stage, saved under ``run_dir/figures``.
 
     ``specs``: the evaluated models (:class:`radlab.experiment.ModelSpec`); their runs' thinking
-    setting labels the GRPO length curves.  Returns ``({name: figure}, notes)``; a figure whose
-    inputs are missing is left out and its reason added to ``notes``.
+    setting labels the GRPO length curves.  With ``comparisons`` and ``results`` (the evaluation's
+    tables) the per-replicate differences are drawn too.  Returns ``({name: figure}, notes)``; a
+    figure whose inputs are missing is left out and its reason added to ``notes``.
     """
     thinking = {s.run_dir.name: s.thinking for s in specs if s.run_dir is not None}
     made: dict[str, Any] = {}
     notes: list[str] = []
-    for name, (fig, note) in {
+    shown = one_per_label(per_sample)
+    figures = {
         "reward_curves": reward_curves(exp_dir, run_dir),
         "completion_length": length_curves(exp_dir, run_dir, thinking),
-        "per_finding_f1": per_finding_f1(per_sample, run_dir),
-        "iou_histogram": iou_histogram(per_sample, run_dir),
-        "qualitative": qualitative_grid(per_sample, rows_by_key, run_dir, n=n_qualitative, seed=seed),
-    }.items():
+        "per_finding_f1": per_finding_f1(shown, run_dir),
+        "iou_histogram": iou_histogram(shown, run_dir),
+        "qualitative": qualitative_grid(shown, rows_by_key, run_dir, n=n_qualitative, seed=seed),
+    }
+    if comparisons is not None and results is not None:
+        figures["replicate_differences"] = replicate_differences(
+            comparisons, results, run_dir, report_metric=report_metric, grounding_metric=grounding_metric)
+    for name, (fig, note) in figures.items():
         if fig is None:
             notes.append(note)
         else:
@@ -332,6 +437,7 @@ def make_figures(per_sample: pd.DataFrame, rows_by_key: Mapping[tuple[str, str],
 
 
 __all__ = [
-    "grpo_runs", "iou_histogram", "length_curves", "make_figures", "per_finding_f1", "per_finding_table",
-    "pick_examples", "qualitative_grid", "read_log_history", "reward_curves",
+    "grpo_runs", "iou_histogram", "length_curves", "make_figures", "one_per_label", "per_finding_f1",
+    "per_finding_table", "pick_examples", "qualitative_grid", "read_log_history", "replicate_differences",
+    "reward_curves",
 ]

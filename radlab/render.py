@@ -396,8 +396,10 @@ def _run_section(info: RunInfo, base: Path) -> str:
     return "\n".join(out)
 
 
-def index_html(experiment: str, infos: list[RunInfo], exp_dir: Path) -> str:
-    """The index page's HTML (see :func:`render_index`)."""
+def index_html(experiment: str, infos: list[RunInfo], exp_dir: Path,
+               replicas: Mapping[str, tuple[str, int]] | None = None) -> str:
+    """The index page's HTML (see :func:`render_index`); ``replicas`` marks replicate runs
+    (``{"grpo_s1": ("grpo", 1)}``, :func:`radlab.experiment.replicates`)."""
     counts: dict[str, int] = {}
     for info in infos:
         counts[info.status] = counts.get(info.status, 0) + 1
@@ -405,8 +407,10 @@ def index_html(experiment: str, infos: list[RunInfo], exp_dir: Path) -> str:
     rows = []
     for info in infos:
         key = _headline(info)
+        rep = (replicas or {}).get(info.name)
+        mark = f" <span class='meta'>(replicate seed {rep[1]} of {_e(rep[0])})</span>" if rep else ""
         rows.append(
-            f"<tr><td><a href='#run-{_e(info.name)}'>{_e(info.name)}</a></td>"
+            f"<tr><td><a href='#run-{_e(info.name)}'>{_e(info.name)}</a>{mark}</td>"
             f"<td><span class='status status-{_e(info.status)}'>{_e(info.status)}</span></td>"
             f"<td>{_e(format_seconds(info.seconds))}</td><td>{_e(key or '')}</td></tr>"
         )
@@ -433,17 +437,23 @@ def render_index(
     params_root: str | os.PathLike[str] | None = None,
     running: Collection[str] = (),
     pages: bool = True,
+    planned: Collection[str] = (),
 ) -> Path:
     """Write ``<output_root>/<experiment>/index.html`` from the run folders alone; returns its path.
 
     ``pages``: first (re)render each run's notebook page that is missing or older than its
     notebook.  ``params_root``: runs with ``<params_root>/<experiment>/<run>.yaml`` but no folder
-    are listed as missing.  ``running``: runs the caller knows to be running (the runner).
+    are listed as missing; so are ``planned`` runs (the runner's plan, replicates included).
+    ``running``: runs the caller knows to be running (the runner).  Replicate runs
+    (``<run>_s<k>``, from their ``params.yaml``) are marked with their seed and run.
     """
+    from radlab.experiment import read_runs, replicates
+
     exp_dir = Path(output_root) / experiment
     expected: list[str] = []
     if params_root is not None and (Path(params_root) / experiment).is_dir():
         expected = sorted(p.stem for p in (Path(params_root) / experiment).glob("*.yaml"))
+    expected += [n for n in planned if n not in expected]
     infos = read_experiment(exp_dir, expected=expected, running=running)
     if pages:
         # A running notebook is still being written; its page comes when it ends.
@@ -452,7 +462,7 @@ def render_index(
                 page = nb.with_suffix(".html")
                 if not page.exists() or page.stat().st_mtime < nb.stat().st_mtime:
                     render_notebook(nb, index_href=f"../{INDEX}")
-    return _write_page(exp_dir / INDEX, index_html(experiment, infos, exp_dir))
+    return _write_page(exp_dir / INDEX, index_html(experiment, infos, exp_dir, replicates(read_runs(exp_dir))))
 
 
 __all__ = ["render_notebook", "render_index", "read_run", "read_experiment", "RunInfo", "format_seconds", "INDEX"]

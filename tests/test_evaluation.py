@@ -321,7 +321,10 @@ def test_output_contracts(evaluated: tuple) -> None:
     comps = pd.read_csv(p.run_dir / "comparisons.csv")
     per = pd.read_parquet(p.run_dir / "per_sample.parquet")
     assert list(results.columns) == ["model", "task", "metric", "value", "ci_low", "ci_high", "n"]
-    assert list(comps.columns) == ["model_a", "model_b", "task", "metric", "diff", "ci_low", "ci_high", "n"]
+    assert list(comps.columns) == ["model_a", "model_b", "task", "metric", "diff", "ci_low", "ci_high", "n",
+                                   "n_replicates", "n_agree", "replicate"]
+    # One training run per model: every comparison is one replicate pair (no per-replicate rows).
+    assert (comps["n_replicates"] == 1).all() and comps["replicate"].isna().all()
     assert {"model", "task", "grounding_kind", "id", "prediction", "reference"} <= set(per.columns)
     assert set(results["model"]) == {"sft", "sft+grpo", "sft+grpo[bleu]", "sft+grpo[rouge_l]", "cold_start",
                                      "text_only", "shuffled_image"}
@@ -423,7 +426,8 @@ def _tables(rl_diff: tuple[float, float, float], grpo_chars: float = 200.0,
         comp += [("cold_start+grpo", "sft+grpo", "report", "f1radgraph_partial", *think)]
     results = pd.DataFrame([(m, t, me, v, v - 0.01, v + 0.01, 1000) for m, t, me, v in res],
                            columns=ev.RESULTS_COLUMNS)
-    comparisons = pd.DataFrame([(*c, 1000) for c in comp], columns=ev.COMPARISONS_COLUMNS)
+    # The layout before replicates (no n_replicates/n_agree/replicate): the analysis reads it as one replicate.
+    comparisons = pd.DataFrame([(*c, 1000) for c in comp], columns=ev.COMPARISONS_COLUMNS[:8])
     return results, comparisons
 
 

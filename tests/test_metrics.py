@@ -295,3 +295,92 @@ def test_bootstrap_large_n_is_chunked_and_deterministic():
     small = B._run_bootstrap(stat, 5000, 40, seed=0, chunk=5000 * 7)  # 6 blocks
     big = B._run_bootstrap(stat, 5000, 40, seed=0)
     assert small == pytest.approx(big)
+
+
+# --- replicates: the two-level bootstrap ------------------------------------------------------
+
+
+def _replicate_diffs(offsets: list[float], n: int = 400, sd: float = 0.3, seed: int = 1) -> list[np.ndarray]:
+    """Per-item paired differences of len(offsets) replicates: the same item noise around each offset."""
+    noise = np.random.default_rng(seed).normal(0.0, sd, size=n)
+    return [off + noise for off in offsets]
+
+
+def _two_level(diffs: list[np.ndarray], **kw: object) -> dict:
+    return B.two_level_bootstrap([B._mean_stat(d) for d in diffs], [d.size for d in diffs], 2000, 0, **kw)
+
+
+def test_two_level_bootstrap_widens_with_between_seed_spread():
+    spread = _two_level(_replicate_diffs([0.00, 0.06, 0.12]))
+    items_only = _two_level(_replicate_diffs([0.00, 0.06, 0.12]), resample_replicates=False)
+    assert spread["value"] == pytest.approx(0.06 + _replicate_diffs([0.0])[0].mean())
+    assert np.allclose(spread["per_replicate"] - spread["per_replicate"][0], [0.0, 0.06, 0.12])
+    width = spread["ci_high"] - spread["ci_low"]
+    # Items only: the mean of three replicates, each ±1.96 * 0.3 / sqrt(400) / sqrt(3) ≈ ±0.017.
+    assert 0.025 < items_only["ci_high"] - items_only["ci_low"] < 0.045
+    # Resampling replicates adds the spread of their means (0, 0.06, 0.12): far wider.
+    assert width > 2.5 * (items_only["ci_high"] - items_only["ci_low"])
+    assert spread["ci_low"] < spread["value"] < spread["ci_high"] and spread["boot"].shape == (2000,)
+
+
+def test_two_level_bootstrap_without_spread_matches_items_only():
+    same = _replicate_diffs([0.05, 0.05, 0.05])
+    two = _two_level(same)
+    one = _two_level(same, resample_replicates=False)
+    assert two["value"] == pytest.approx(one["value"])
+    assert two["ci_high"] - two["ci_low"] == pytest.approx(one["ci_high"] - one["ci_low"], rel=0.15)
+    assert two["ci_low"] == pytest.approx(one["ci_low"], abs=0.005)
+    # Deterministic under its seed; a different seed gives other resamples.
+    assert _two_level(same)["ci_low"] == two["ci_low"]
+    assert B.two_level_bootstrap([B._mean_stat(d) for d in same], [400] * 3, 2000, 7)["ci_low"] != two["ci_low"]
+
+
+def test_two_level_bootstrap_edge_cases():
+    one = _two_level(_replicate_diffs([0.1]))
+    items = B.paired_bootstrap(_replicate_diffs([0.1])[0], np.zeros(400), 2000, 0)
+    assert one["value"] == pytest.approx(items["diff"])  # one replicate: an items-only interval
+    assert one["ci_high"] - one["ci_low"] == pytest.approx(items["ci_high"] - items["ci_low"], rel=0.15)
+    # Replicates of different sizes, and one with no applicable item (NaN) left out of the mean.
+    mixed = _two_level([np.full(10, 1.0), np.full(30, 3.0), np.full(5, np.nan)])
+    assert mixed["value"] == pytest.approx(2.0) and np.isnan(mixed["per_replicate"][2])
+    assert 1.0 <= mixed["ci_low"] <= mixed["ci_high"] <= 3.0
+    with pytest.raises(ValueError, match="2 statistics for 1 sizes"):
+        B.two_level_bootstrap([B._mean_stat(np.ones(3))] * 2, [3], 10)
+    with pytest.raises(ValueError, match="0 statistics"):
+        B.two_level_bootstrap([], [], 10)
+
+
+def test_agreeing_counts_replicates_with_the_pooled_sign():
+    assert B.agreeing([0.02, 0.01, -0.003], 0.009) == 2
+    assert B.agreeing([-0.02, -0.01, 0.003], -0.009) == 2
+    assert B.agreeing([0.02, np.nan], 0.02) == 1
+    assert B.agreeing([0.0, 0.0], 0.0) == 2 and B.agreeing([0.1], float("nan")) == 0
+
+
+def test_pooled_paired_bootstrap_on_frames():
+    rng = np.random.default_rng(3)
+
+    def frame(ids: list[str], score: np.ndarray) -> pd.DataFrame:
+        return pd.DataFrame({"id": ids, "rouge_l": score})
+
+    ids = [f"i{k}" for k in range(200)]
+    base = rng.uniform(0, 1, 200)
+    # Replicate r: a = base + gain_r, b = base (ids shuffled on one side: pairing is by id).
+    gains = [0.10, 0.05, -0.02]
+    pairs = [(frame(ids, base + g), frame(ids[::-1], base[::-1])) for g in gains]
+    out = M.pooled_paired_bootstrap(pairs, 500, 0, metrics=["rouge_l"])
+    (row,) = out.to_dict("records")
+    assert list(out.columns) == M.POOLED_COLUMNS
+    assert row["diff"] == pytest.approx(np.mean(gains)) and row["replicate_diffs"] == pytest.approx(tuple(gains))
+    assert (row["n"], row["n_replicates"], row["n_agree"]) == (200, 3, 2)
+    # No item noise (a - b is constant within a replicate): the CI is the spread of the three seeds alone.
+    assert min(gains) - 1e-9 <= row["ci_low"] < 0.0 and 0.08 < row["ci_high"] <= max(gains) + 1e-9
+    # One replicate: paired_bootstrap's numbers, with the replicate columns.
+    single = M.pooled_paired_bootstrap(pairs[:1], 500, 0, metrics=["rouge_l"]).iloc[0]
+    ref = M.paired_bootstrap(pairs[0][0], pairs[0][1], 500, 0, metrics=["rouge_l"]).iloc[0]
+    assert (single["diff"], single["ci_low"], single["ci_high"]) == (ref["diff"], ref["ci_low"], ref["ci_high"])
+    assert (single["n_replicates"], single["n_agree"], single["replicate_diffs"]) == (1, 1, (pytest.approx(0.10),))
+    with pytest.raises(ValueError, match="no replicate pairs"):
+        M.pooled_paired_bootstrap([], 10)
+    with pytest.raises(ValueError, match="same unique ids"):
+        M.pooled_paired_bootstrap([pairs[0], (frame(ids, base), frame(ids[:-1] + ["x"], base))], 10)

@@ -9,7 +9,7 @@ import pytest
 
 from radlab import runs
 from radlab.__main__ import main
-from radlab.pipeline import plan, run_pipeline
+from radlab.pipeline import describe, plan, run_pipeline
 from radlab.vocab import NOTEBOOKS, ParamError
 
 
@@ -154,3 +154,106 @@ def test_dry_run_prints_the_graph_and_runs_nothing(fake_repo: Path, capsys: pyte
 def test_cli_exit_codes(fake_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "nope", "--params-root", str(fake_repo / "params")]) == 2
     assert "no params folder" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# Replicates: seeds
+# ---------------------------------------------------------------------------------------------
+
+
+def _replicated_exp(repo: Path) -> Path:
+    exp = repo / "params" / "exp"
+    (exp / "sft_more.yaml").write_text("stage: sft\ninit_run: sft\n")
+    (exp / "cold_start.yaml").write_text("stage: cold_start\n")
+    (exp / "grpo.yaml").write_text("stage: grpo\n")
+    (exp / "grpo_think.yaml").write_text("stage: grpo\nthinking: true\n")
+    (exp / "grpo_bleu.yaml").write_text("seeds: 0\nstage: grpo\nreward_names: bleu,box_soft_f1\n")
+    (exp / "analysis.yaml").write_text("stage: analysis\n")
+    return exp
+
+
+def test_seeds_replicate_every_chain_with_remapped_inputs(fake_repo: Path) -> None:
+    _replicated_exp(fake_repo)
+    pl = _plan(fake_repo, seeds="0,1")
+    specs = {s.name: s for s in pl.runs}
+    d = fake_repo / "runs" / "exp"
+    assert set(specs) == {"data", "sft", "sft_s1", "sft_more", "sft_more_s1", "cold_start", "cold_start_s1", "grpo",
+                          "grpo_s1", "grpo_think", "grpo_think_s1", "grpo_bleu", "analysis"}
+    assert pl.seeds == {n: (0, 1) for n in ("sft", "sft_more", "cold_start", "grpo", "grpo_think")}
+    # Seed 0 is the run as it was (nothing passed on top of its file); seed 1 gets seed 1 and moved inputs.
+    assert specs["sft"].overrides == () and specs["sft"].replicate_of == ""
+    assert specs["sft_s1"].overrides == (("seed", 1),) and specs["sft_s1"].after == ("data",)
+    assert dict(specs["sft_more_s1"].overrides) == {"seed": 1, "init_run": "sft_s1"}
+    assert dict(specs["cold_start_s1"].overrides) == {"seed": 1, "init_model": str(d / "sft_s1" / "model")}
+    assert dict(specs["grpo_s1"].overrides) == {"seed": 1, "init_model": str(d / "sft_s1" / "model")}
+    assert dict(specs["grpo_think_s1"].overrides) == {"seed": 1, "init_model": str(d / "cold_start_s1" / "model")}
+    assert [(specs[n].seed, specs[n].replicate_of, specs[n].after) for n in ("grpo_s1", "grpo_think_s1")] == [
+        (1, "grpo", ("data", "sft_s1")), (1, "grpo_think", ("data", "cold_start_s1"))]
+    assert specs["grpo_bleu"].after == ("data", "sft") and "grpo_bleu_s1" not in specs  # its file says seeds: 0
+    assert {"sft_s1", "grpo_s1", "grpo_think_s1", "sft_more_s1", "cold_start_s1"} <= set(specs["analysis"].after)
+    order = [s.name for s in pl.runs]
+    assert all(order.index(dep) < order.index(s.name) for s in pl.runs for dep in s.after)
+    assert order[-1] == "analysis" and pl.params["grpo_s1"] == pl.params["grpo"]
+    text = describe(pl)
+    assert "replicates (seeds 0,1; seed k >= 1 is <run>_s<k>): sft, " in text
+    assert any(line.split()[:2] == ["grpo_s1", "grpo"] and line.endswith("(replicate seed 1 of grpo)")
+               for line in text.splitlines())
+    # --only names a run and its replicates.
+    assert [s.name for s in _plan(fake_repo, seeds="0,1", only=["grpo"]).runs] == ["grpo", "grpo_s1"]
+    # Without --seeds nothing is replicated: the one-draw plan of today.
+    assert not _plan(fake_repo).seeds and len(_plan(fake_repo).runs) == 8
+
+
+def test_seeds_in_a_params_file_and_inheritance(fake_repo: Path) -> None:
+    exp = fake_repo / "params" / "exp"
+    (exp / "sft.yaml").write_text("stage: sft\nseeds: 0,2\n")
+    (exp / "grpo.yaml").write_text("stage: grpo\n")  # input replicated: replicated too
+    pl = _plan(fake_repo)
+    specs = {s.name: s for s in pl.runs}
+    assert set(specs) == {"data", "sft", "sft_s2", "grpo", "grpo_s2"}
+    assert dict(specs["grpo_s2"].overrides) == {"seed": 2,
+                                                "init_model": str(fake_repo / "runs" / "exp" / "sft_s2" / "model")}
+    assert pl.seeds == {"sft": (0, 2), "grpo": (0, 2)}
+
+
+@pytest.mark.parametrize(
+    ("files", "seeds", "pattern"),
+    [
+        ({"sft_s1.yaml": "stage: sft\n"}, "0,1", r"sft_s1.yaml: run 'sft_s1' has the name of replicate seed 1 of run 'sft'"),
+        ({"data.yaml": "stage: data\nseeds: 0,1\n"}, None, r"data.yaml: seeds: the data stage is not replicated"),
+        ({"sft.yaml": "stage: sft\nseeds: 1,2\n"}, None, r"sft.yaml: seeds: '1,2' must include 0"),
+        ({"sft.yaml": "stage: sft\nseeds: a\n"}, None, r"sft.yaml: seeds: 'a' is not a comma-separated list"),
+        ({}, "0,-1", r"--seeds: '0,-1' is not a comma-separated list"),
+        ({"sft.yaml": "stage: sft\nseed: 3\n"}, "0,1", r"sft.yaml: seed 3 with seeds 0,1: .* leave seed at 0"),
+        ({"sft.yaml": "stage: sft\nseeds: 0\n", "grpo.yaml": "stage: grpo\nseeds: 0,1\n"}, None,
+         r"grpo.yaml: run 'grpo' has seeds 0,1, but its input run 'sft' .* has no replicate of seed 1: .*"
+         r"\(grpo_s1 from sft_s1\)"),
+    ],
+)
+def test_seed_errors_name_the_file(fake_repo: Path, files: dict[str, str], seeds: str | None, pattern: str) -> None:
+    for name, text in files.items():
+        (fake_repo / "params" / "exp" / name).write_text(text)
+    with pytest.raises(ParamError, match=pattern):
+        _plan(fake_repo, seeds=seeds)
+
+
+def test_replicates_run_with_their_seed_and_inputs(fake_repo: Path) -> None:
+    """The runner hands a replicate its seed and moved inputs on top of the params file, never 'seeds'."""
+    body = ("import os, radlab.runs as r\n"
+            "d = os.path.join(output_root, experiment, run_name)\n"
+            "r.write_text(os.path.join(d, 'got.txt'), f\"{globals().get('seed', 0)} {globals().get('init_run', '-')} "
+            "{'seeds' in globals()}\")\n"
+            "r.mark_complete(d)\n")
+    _notebook(fake_repo / "notebooks" / "01_sft.ipynb", body)
+    (fake_repo / "params" / "exp" / "sft.yaml").write_text("stage: sft\nseeds: 0,1\n")
+    (fake_repo / "params" / "exp" / "more.yaml").write_text("stage: sft\ninit_run: sft\n")
+    out = fake_repo / "runs"
+    runs.mark_complete(out / "exp" / "data")  # skipped: four kernels, not five
+    res = run_pipeline("exp", root=fake_repo, output_root=out, log=lambda _: None)
+    assert sorted(r.name for r in res if r.status == "done") == ["more", "more_s1", "sft", "sft_s1"], res
+    got = {n: (out / "exp" / n / "got.txt").read_text() for n in ("sft", "sft_s1", "more", "more_s1")}
+    assert got == {"sft": "0 - False", "sft_s1": "1 - False", "more": "0 sft False", "more_s1": "1 sft_s1 False"}
+    # --seeds on the command line: the file's own seeds win (sft: 0,1); 'more' takes the flag's and then
+    # lacks its input's seed 2, a clear error.
+    assert main(["run", "exp", "--dry-run", "--params-root", str(fake_repo / "params"), "--output-root", str(out),
+                 "--seeds", "0,1,2"]) == 2

@@ -36,7 +36,9 @@ Summaries
     :func:`summarise` gives ``metric, value, ci_low, ci_high, n`` with seeded, vectorised percentile
     bootstrap CIs (resample weights as a ``(n_boot, n)`` count matrix, so a mean is one matrix
     product and the corpus CheXpert F1s are recomputed from resampled counts).
-    :func:`paired_bootstrap` gives the difference of two models on the same samples.
+    :func:`paired_bootstrap` gives the difference of two models on the same samples;
+    :func:`pooled_paired_bootstrap` pools that difference over replicates (models trained with several
+    seeds) with :func:`two_level_bootstrap`'s CI (replicates, then items).
 
 Layout: :mod:`radlab.metrics.report` (report metrics), :mod:`radlab.metrics.grounding` (box
 metrics), :mod:`radlab.metrics.bootstrap` (summaries and paired tests), :mod:`radlab.metrics.answers`
@@ -48,7 +50,16 @@ from __future__ import annotations
 
 from radlab.clinical.backends import ANNOTATOR_BACKENDS, Annotation, BackendUnavailable, annotate, check_backend
 from radlab.metrics.answers import answers_of
-from radlab.metrics.bootstrap import KNOWN_METRICS, Statistic, paired_bootstrap, summarise
+from radlab.metrics.bootstrap import (
+    KNOWN_METRICS,
+    POOLED_COLUMNS,
+    Statistic,
+    agreeing,
+    paired_bootstrap,
+    pooled_paired_bootstrap,
+    summarise,
+    two_level_bootstrap,
+)
 from radlab.metrics.grounding import (
     GROUNDING_METRICS,
     Box,
@@ -93,9 +104,9 @@ __all__ = [
     "ANNOTATOR_BACKENDS", "Annotation", "BackendUnavailable", "Box", "CHEXPERT_PRED_PREFIX", "CHEXPERT_REF_PREFIX",
     "CORPUS_METRICS", "GROUNDING_METRICS", "KNOWN_METRICS", "LEVELS", "PairScorer", "RADCLIQ_BOUNDS",
     "RADCLIQ_COMPONENTS", "RADCLIQ_V1_BIAS", "RADCLIQ_V1_COEF", "RADCLIQ_V1_MEAN", "RADCLIQ_V1_SCALE",
-    "REPORT_METRICS", "Statistic", "acc_at", "annotate", "answers_of", "ap_coco", "ap_voc", "bleu4_scores",
+    "POOLED_COLUMNS", "REPORT_METRICS", "Statistic", "acc_at", "agreeing", "annotate", "answers_of", "ap_coco", "ap_voc", "bleu4_scores",
     "box_metrics", "check_backend", "chexpert_binary", "chexpert_matrix", "clean_gt", "f1radgraph_from_annotations",
-    "iou_matrix", "label_f1", "matched_iou", "paired_bootstrap", "radcliq_features", "radcliq_radgraph_component",
+    "iou_matrix", "label_f1", "matched_iou", "paired_bootstrap", "pooled_paired_bootstrap", "radcliq_features", "radcliq_radgraph_component",
     "radcliq_range", "radcliq_v1", "report_scores", "rouge_l_scores", "score_grounding", "score_reports", "soft_f1",
-    "summarise",
+    "summarise", "two_level_bootstrap",
 ]

@@ -2,11 +2,16 @@
 
 Resample weights are a ``(n_boot, n)`` count matrix, so a mean is one matrix product and the
 corpus CheXpert F1s are recomputed from resampled counts.
+
+Replicates (one model trained with several seeds): :func:`two_level_bootstrap` resamples the
+replicates, then the items within each drawn replicate, so its CI covers training randomness as
+well as the test items; :func:`pooled_paired_bootstrap` applies it to paired per-sample frames.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -172,24 +177,13 @@ def paired_bootstrap(
     """
     alpha = (1 - ci) / 2
     if isinstance(a, pd.DataFrame) and isinstance(b, pd.DataFrame):
-        if "id" in a.columns and "id" in b.columns:
-            if a["id"].duplicated().any() or set(a["id"]) != set(b["id"]):
-                raise ValueError("paired frames must hold the same unique ids")
-            b = b.set_index("id").loc[a["id"]].reset_index()
-        if len(a) != len(b):
-            raise ValueError(f"paired frames differ in length: {len(a)} vs {len(b)}")
-        sa, ca, n = _statistics(a.reset_index(drop=True), metrics)
-        sb, cb, _ = _statistics(b.reset_index(drop=True), metrics)
+        diffs, counts, n = _diff_statistics(a, b, metrics)
         rows = []
-        for name in [m for m in sa if m in sb]:
-
-            def diff(w: np.ndarray, fa: Statistic = sa[name], fb: Statistic = sb[name]) -> np.ndarray:
-                return fa(w) - fb(w)
-
+        for name, diff in diffs.items():
             point = float(diff(np.ones((1, n)))[0])
             boot = _run_bootstrap(diff, n, n_boot, seed)
             lo, hi = np.nanquantile(boot, [alpha, 1 - alpha]) if np.isfinite(boot).any() else (np.nan, np.nan)
-            rows.append({"metric": name, "diff": point, "ci_low": float(lo), "ci_high": float(hi), "n": min(ca[name], cb[name])})
+            rows.append({"metric": name, "diff": point, "ci_low": float(lo), "ci_high": float(hi), "n": counts[name]})
         return pd.DataFrame(rows, columns=["metric", "diff", "ci_low", "ci_high", "n"])
     xa = np.asarray(a, dtype=np.float64).ravel()
     xb = np.asarray(b, dtype=np.float64).ravel()
@@ -202,3 +196,120 @@ def paired_bootstrap(
     boot = _run_bootstrap(_mean_stat(d), d.size, n_boot, seed)
     lo, hi = np.quantile(boot, [alpha, 1 - alpha])
     return {"diff": float(d.mean()), "ci_low": float(lo), "ci_high": float(hi), "n": int(d.size)}
+
+
+def _diff_statistics(a: pd.DataFrame, b: pd.DataFrame, metrics: Sequence[str] | None
+                     ) -> tuple[dict[str, Statistic], dict[str, int], int]:
+    """``a - b`` statistics of two per-sample frames over the metrics they share, their ``n`` and the
+    number of paired rows.  Frames that both have an ``id`` column are aligned on it (the id sets must
+    match); otherwise rows pair by position."""
+    if "id" in a.columns and "id" in b.columns:
+        if a["id"].duplicated().any() or set(a["id"]) != set(b["id"]):
+            raise ValueError("paired frames must hold the same unique ids")
+        b = b.set_index("id").loc[a["id"]].reset_index()
+    if len(a) != len(b):
+        raise ValueError(f"paired frames differ in length: {len(a)} vs {len(b)}")
+    sa, ca, n = _statistics(a.reset_index(drop=True), metrics)
+    sb, cb, _ = _statistics(b.reset_index(drop=True), metrics)
+    out: dict[str, Statistic] = {}
+    for name in [m for m in sa if m in sb]:
+
+        def diff(w: np.ndarray, fa: Statistic = sa[name], fb: Statistic = sb[name]) -> np.ndarray:
+            return fa(w) - fb(w)
+
+        out[name] = diff
+    return out, {m: min(ca[m], cb[m]) for m in out}, n
+
+
+def two_level_bootstrap(
+    stats: Sequence[Statistic],
+    sizes: Sequence[int],
+    n_boot: int = 1000,
+    seed: int = 0,
+    *,
+    ci: float = 0.95,
+    resample_replicates: bool = True,
+) -> dict[str, Any]:
+    """Percentile bootstrap of the mean over ``R`` replicates of a per-replicate statistic.
+
+    ``stats[r]`` maps item weights ``(m, sizes[r])`` to ``(m,)`` values of replicate ``r`` (e.g. its
+    paired difference ``a_r - b_r``; see :data:`Statistic`); replicates may have different item counts.
+    Each of the ``n_boot`` resamples draws ``R`` replicates with replacement (indices ``(n_boot, R)``),
+    then for every drawn slot its own resample of that replicate's items, and averages the ``R`` slot
+    values: the CI covers training randomness (which replicate) and the test items.  With
+    ``resample_replicates=False`` the slots are the replicates themselves (items only), the interval a
+    reader would get by treating the replicates as fixed.  One seeded generator draws everything.
+
+    Returns ``{"value", "ci_low", "ci_high", "per_replicate", "boot"}``: ``value`` the mean over
+    replicates of each one's point statistic (weights of ones), ``per_replicate`` those ``(R,)`` point
+    values, ``boot`` the ``(n_boot,)`` resampled means.  NaN replicates are left out of a mean.
+    """
+    n_rep = len(stats)
+    if n_rep == 0 or len(sizes) != n_rep:
+        raise ValueError(f"two_level_bootstrap: {n_rep} statistics for {len(sizes)} sizes (need one each, >= 1)")
+    per = np.array([float(st(np.ones((1, n)))[0]) if n else np.nan for st, n in zip(stats, sizes)])
+    rng = np.random.default_rng(seed)
+    slots = (rng.integers(0, n_rep, size=(n_boot, n_rep)) if resample_replicates
+             else np.broadcast_to(np.arange(n_rep), (n_boot, n_rep)))
+    values = np.full((n_boot, n_rep), np.nan)
+    for r, (st, n) in enumerate(zip(stats, sizes)):
+        where = np.nonzero(slots == r)
+        child = int(rng.integers(2**63 - 1))  # drawn for every replicate, so seeds do not depend on the slots
+        if where[0].size and n:
+            values[where] = _run_bootstrap(st, n, where[0].size, child)
+    ok = np.isfinite(values)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        boot = np.where(ok.any(axis=1), np.where(ok, values, 0.0).sum(axis=1) / ok.sum(axis=1), np.nan)
+    alpha = (1 - ci) / 2
+    lo, hi = np.nanquantile(boot, [alpha, 1 - alpha]) if np.isfinite(boot).any() else (np.nan, np.nan)
+    value = float(np.nanmean(per)) if np.isfinite(per).any() else float("nan")
+    return {"value": value, "ci_low": float(lo), "ci_high": float(hi), "per_replicate": per, "boot": boot}
+
+
+def agreeing(per_replicate: Sequence[float] | np.ndarray, mean: float) -> int:
+    """How many replicates' own differences have the sign of the pooled ``mean`` (a zero mean: those
+    that are exactly zero); NaN replicates never agree."""
+    per = np.asarray(per_replicate, dtype=np.float64)
+    return int(np.sum(np.isfinite(per) & (np.sign(per) == np.sign(mean)))) if np.isfinite(mean) else 0
+
+
+POOLED_COLUMNS = ["metric", "diff", "ci_low", "ci_high", "n", "n_replicates", "n_agree", "replicate_diffs"]
+
+
+def pooled_paired_bootstrap(
+    pairs: Sequence[tuple[pd.DataFrame, pd.DataFrame]],
+    n_boot: int = 1000,
+    seed: int = 0,
+    *,
+    metrics: Sequence[str] | None = None,
+    ci: float = 0.95,
+) -> pd.DataFrame:
+    """Paired comparison ``a - b`` pooled over replicates: ``pairs[r]`` is replicate ``r``'s pair of
+    per-sample frames (aligned as in :func:`paired_bootstrap`; replicates may hold different items).
+
+    Returns ``DataFrame[metric, diff, ci_low, ci_high, n, n_replicates, n_agree, replicate_diffs]``:
+    ``diff`` the mean over replicates of each replicate's difference, the CI from
+    :func:`two_level_bootstrap` (replicates, then items), ``n`` the fewest paired items of a replicate,
+    ``n_agree`` the replicates whose own difference has the sign of ``diff`` (:func:`agreeing`),
+    ``replicate_diffs`` the ``R`` differences (a tuple).  One pair gives :func:`paired_bootstrap`'s
+    numbers (items only: that CI says nothing about training randomness).
+    """
+    if not pairs:
+        raise ValueError("pooled_paired_bootstrap: no replicate pairs")
+    if len(pairs) == 1:
+        one = paired_bootstrap(pairs[0][0], pairs[0][1], n_boot, seed, metrics=metrics, ci=ci)
+        assert isinstance(one, pd.DataFrame)
+        one["n_replicates"] = 1
+        one["n_agree"] = [agreeing([d], d) for d in one["diff"]]
+        one["replicate_diffs"] = [(float(d),) for d in one["diff"]]
+        return one[POOLED_COLUMNS]
+    per = [_diff_statistics(a, b, metrics) for a, b in pairs]
+    names = [m for m in per[0][0] if all(m in p[0] for p in per)]
+    rows = []
+    for name in names:
+        res = two_level_bootstrap([p[0][name] for p in per], [p[2] for p in per], n_boot, seed, ci=ci)
+        rows.append({"metric": name, "diff": res["value"], "ci_low": res["ci_low"], "ci_high": res["ci_high"],
+                     "n": min(p[1][name] for p in per), "n_replicates": len(pairs),
+                     "n_agree": agreeing(res["per_replicate"], res["value"]),
+                     "replicate_diffs": tuple(float(d) for d in res["per_replicate"])})
+    return pd.DataFrame(rows, columns=POOLED_COLUMNS)
