@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from datagen import chexpert_plus_folder, nih_folder, vindr_dicom_folder
+from datagen import chexpert_plus_folder, nih_folder, vindr_dicom_folder, vindr_kaggle_folder
 
 from radlab.data import build, sources, tasks
 from radlab.params import DataParams, ParamError
@@ -219,3 +219,24 @@ def test_real_data_builds_through_the_notebook_on_params_alone(folders, tmp_path
     else:
         assert set(counts[counts.task == "report"]["source"]) == {"chexpert_plus"}
         assert set(loaded["sft"]["train"]["task"]) == set(tasks.TASKS)
+
+
+@pytest.mark.slow
+def test_vindr_kaggle_download_builds_through_the_notebook(tmp_path):
+    # The VinBigData download as shipped (train.csv with class_id, DICOMs, no test labels), named
+    # by a sources item alone: train only, validate and test hashed from it.
+    root = vindr_kaggle_folder(tmp_path / "vbd", n_train=40)
+    values = {**yaml.safe_load((ROOT / "params" / "smoke" / "data.yaml").read_text()),
+              "experiment": "kaggle", "output_root": str(tmp_path / "runs"), "n_grpo": 0,
+              "sources": f"vindr:root={root}:abnormality=1"}
+    params_file = tmp_path / "data.yaml"
+    params_file.write_text(yaml.safe_dump(values))
+    proc = _papermill(params_file, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = tmp_path / "runs" / "kaggle" / "data"
+    records = build.load_stage_datasets(run_dir)["records"]
+    assert {pool: len(records[pool]) > 0 for pool in ("train", "validate", "test")} == {
+        "train": True, "validate": True, "test": True}
+    assert set(records["test"]["split"]) == {"test"} and set(records["validate"]["split"]) == {"validate"}
+    pools = {pool: set(records[pool]["patient_id"]) for pool in ("train", "validate", "test")}
+    assert not (pools["train"] & pools["test"]) and not (pools["train"] & pools["validate"])
