@@ -25,6 +25,14 @@ any other key          a loader option (``only_frontal=true``, ``fuse=none``, ``
                        an unknown one is an error naming the loader's accepted options
 =====================  =========================================================================
 
+Loader options are typed by the loader's signature, like every other parameter: ``true``/``false``
+for a bool, ``3`` for an int, ``0.5`` for a float, text for a str (quote text YAML would read as
+a number: ``image_dir='2020'``).  A list option (VinDr's and ImaGenome's ``splits``, CheXpert's
+``files``, SIIM's ``image_dirs``) separates its values with ``+`` (:data:`LIST_SEP`; commas
+separate items): ``splits=train+test``, ``files=train.csv+valid.csv``; a single value is a list of
+one (``splits=train``).  A wrong value is a :class:`ParamError` naming the item, the option and
+what it accepts.
+
 Splits and pools.  Each record keeps its loader's split (official where the dataset has one).
 Datasets that share patients share a *patient family* (:data:`PATIENT_FAMILIES`: MS-CXR and Chest
 ImaGenome are MIMIC-CXR patients; CheXpert Plus is CheXpert's); within a family a MIMIC-CXR
@@ -63,6 +71,7 @@ POOLS = ("train", "validate", "grpo", "test")
 TASK_KEYS = ("report", *tasks.GROUNDING_KINDS)
 SIZE_KEYS = {"n_train": "train", "n_validation": "validate", "n_grpo": "grpo", "n_eval": "test"}
 RESIZE_MODES = ("longest", "letterbox")
+LIST_SEP = "+"  # between the values of a list-valued loader option inside one sources item
 # Datasets whose patients are the same people: their ids share one namespace and one split.
 PATIENT_FAMILIES = {
     "mimic_cxr": "mimic", "ms_cxr": "mimic", "imagenome": "mimic",
@@ -125,7 +134,7 @@ def parse_sources(text: str, *, sizes: Mapping[str, int], mix: Mapping[str, floa
         task_mix = {k: float(weights.get(k, 0.0)) for k in TASK_KEYS} if weights else {k: float(mix[k]) for k in TASK_KEYS}
         if sum(task_mix.values()) <= 0:
             raise ParamError(f"{where}: feeds no task (every weight is 0)")
-        _check_loader_options(where, loader, opts)
+        opts = _check_loader_options(where, loader, opts)
         out.append(Source(name, loader, str(root), limit, pool_sizes, task_mix, opts))
     names = [s.name for s in out]
     dupes = sorted({n for n in names if names.count(n) > 1})
@@ -135,17 +144,44 @@ def parse_sources(text: str, *, sizes: Mapping[str, int], mix: Mapping[str, floa
     return out
 
 
-def _check_loader_options(where: str, loader: str, opts: Mapping[str, Any]) -> None:
-    import inspect
+def _check_loader_options(where: str, loader: str, opts: Mapping[str, Any]) -> dict[str, Any]:
+    """``opts`` typed by the loader's signature (``{"splits": "train+test"}`` -> ``{"splits":
+    ("train", "test")}``); an unknown key or a wrong value is a :class:`ParamError`."""
+    from radlab.data.loaders import option_types
 
-    from radlab.data.loaders import LOADERS
-
-    params = inspect.signature(LOADERS[loader]).parameters
-    accepted = [p for p, v in params.items() if v.kind is inspect.Parameter.KEYWORD_ONLY and p != "limit"]
-    unknown = sorted(set(opts) - set(accepted))
+    types_ = option_types(loader)
+    unknown = sorted(set(opts) - set(types_))
     if unknown:
         raise ParamError(f"{where}: unknown key(s) {unknown}; source keys: root, loader, limit, "
-                         f"{', '.join(SIZE_KEYS)}, {', '.join(TASK_KEYS)}; options of loader {loader!r}: {accepted}")
+                         f"{', '.join(SIZE_KEYS)}, {', '.join(TASK_KEYS)}; options of loader {loader!r}: {list(types_)}")
+    return {key: _typed_option(where, loader, key, value, types_[key]) for key, value in opts.items()}
+
+
+def _typed_option(where: str, loader: str, key: str, value: Any, tp: Any) -> Any:
+    """One option value as the loader's annotation ``tp`` wants it (see the module docstring)."""
+    import typing
+
+    import yaml
+
+    from radlab.config import _type_name, _type_ok
+
+    origin = typing.get_origin(tp)
+    if origin in (list, tuple):
+        elem = typing.get_args(tp)[0] if typing.get_args(tp) else Any
+        parts = ([yaml.safe_load(p.strip()) if p.strip() else None for p in value.split(LIST_SEP)]
+                 if isinstance(value, str) else [value])
+        if all(p is not None and _type_ok(p, elem) for p in parts):
+            return tuple(parts)
+        wants = f"a list of {_type_name(elem)}, values separated by {LIST_SEP!r} (e.g. {key}=a{LIST_SEP}b, or one value)"
+    elif origin is dict or (typing.get_args(tp) and any(typing.get_origin(a) is dict for a in typing.get_args(tp))):
+        raise ParamError(f"{where}: option {key!r} of loader {loader!r} is a mapping ({_type_name(tp)}); "
+                         f"it cannot be written in a sources item (call radlab.data.loaders.load with it)")
+    elif _type_ok(value, tp):
+        return float(value) if tp is float else value
+    else:
+        wants = {bool: "true or false", int: "an int", float: "a number (e.g. 0.5)",
+                 str: f"text (quote a value YAML reads as a number or bool: {key}='{value}')"}.get(tp, _type_name(tp))
+    raise ParamError(f"{where}: option {key!r} of loader {loader!r} must be {wants}, got {value!r}")
 
 
 def check_roots(sources: Sequence[Source]) -> None:
