@@ -110,7 +110,9 @@ class RunInfo:
     """One run as the index shows it, read from its folder alone.
 
     ``status`` is one of ``done``, ``failed``, ``running``, ``missing`` (a params file but no
-    folder).  ``numbers`` are the key scalars (DONE summary, else the last progress record).
+    folder).  ``numbers`` are the key scalars (DONE summary, else the last progress record);
+    ``notes`` the DONE summary's ``skip_notes`` (the data stage's skipped rows by source and
+    reason, warnings first).
     """
 
     name: str
@@ -120,6 +122,7 @@ class RunInfo:
     started: str = ""
     notebooks: list[Path] = field(default_factory=list)
     numbers: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
     progress: dict[str, Any] = field(default_factory=dict)
     error: str = ""
     findings: str = ""
@@ -145,6 +148,13 @@ def _scalars(summary: Mapping[str, Any]) -> dict[str, Any]:
             continue
         out[key] = value
     return out
+
+
+def done_notes(summary: Mapping[str, Any]) -> list[str]:
+    """The lines a ``DONE`` summary asks a reader to see (``skip_notes``: the data stage's skipped
+    rows by source and reason, ``WARNING`` lines first); ``[]`` when it has none."""
+    notes = summary.get("skip_notes")
+    return [str(n) for n in notes] if isinstance(notes, list) else []
 
 
 def _trainer_numbers(run_dir: Path) -> dict[str, Any]:
@@ -202,7 +212,9 @@ def read_run(run_dir: str | os.PathLike[str], *, running: bool = False, now: flo
     done = runs.is_complete(run_dir)
     if done:
         info.status = "done"
-        info.numbers = _scalars(runs.read_summary(run_dir))
+        summary = runs.read_summary(run_dir)
+        info.numbers = _scalars(summary)
+        info.notes = done_notes(summary)
     elif running or (not ended and not info.error and now - latest_change < RUNNING_WINDOW_S and latest_change > 0):
         info.status = "running"
     else:
@@ -340,6 +352,7 @@ section.run { border: 1px solid #ddd; border-radius: 6px; padding: 0.8em 1em; ma
 .status-running { background: #1565c0; } .status-missing { background: #9e9e9e; }
 .error { color: #b00020; font-family: monospace; white-space: pre-wrap; }
 .note { color: #666; font-size: 0.85em; }
+ul.notes { margin: 0.4em 0; padding-left: 1.2em; } li.warning { color: #b00020; font-weight: 600; font-size: 0.9em; }
 .numbers { display: flex; flex-wrap: wrap; gap: 0.3em 1.4em; font-size: 0.9em; margin: 0.5em 0; }
 .numbers span b { font-variant-numeric: tabular-nums; }
 .thumbs { display: flex; flex-wrap: wrap; gap: 0.6em; margin-top: 0.6em; }
@@ -376,6 +389,9 @@ def _run_section(info: RunInfo, base: Path) -> str:
     if info.numbers:
         out.append("<div class='numbers'>" + "".join(
             f"<span>{_e(k)} <b>{_e(_fmt(v))}</b></span>" for k, v in info.numbers.items()) + "</div>")
+    if info.notes:
+        out.append("<ul class='notes'>" + "".join(
+            f"<li class='{'warning' if n.startswith('WARNING') else 'note'}'>{_e(n)}</li>" for n in info.notes) + "</ul>")
     if info.findings:
         out.append(f"<div class='findings'>{_markdown(info.findings)}</div>")
     for name, frame in info.tables.items():
@@ -455,4 +471,5 @@ def render_index(
     return _write_page(exp_dir / INDEX, index_html(experiment, infos, exp_dir))
 
 
-__all__ = ["render_notebook", "render_index", "read_run", "read_experiment", "RunInfo", "format_seconds", "INDEX"]
+__all__ = ["render_notebook", "render_index", "read_run", "read_experiment", "RunInfo", "format_seconds", "done_notes",
+           "INDEX"]

@@ -125,6 +125,21 @@ def test_index_links_escapes_and_is_relative(tmp_path: Path) -> None:
     assert not list(exp.glob(".index.html*"))  # atomic: no temp file left
 
 
+def test_index_shows_the_data_stage_skips_warning_first(tmp_path: Path) -> None:
+    data = tmp_path / "runs" / "exp" / "data"
+    executed_notebook(data / "00_data.ipynb")
+    notes = ["WARNING: source 'nih' lost 40 of 60 rows (67%): check its root and layout (every row in skipped.csv)",
+             "nih: 40 rows: missing image file <file> (e.g. /d/images/00000021_000.png)"]
+    runs.mark_complete(data, {"skipped": 40, "skip_notes": notes})
+    assert render.read_run(data).notes == notes
+    text = render.render_index("exp", tmp_path / "runs", pages=False).read_text(encoding="utf-8")
+    assert f"<li class='warning'>{notes[0]}</li>" in text.replace("&#x27;", "'")
+    assert "<li class='note'>nih: 40 rows: missing image file &lt;file&gt; (e.g. /d/images/00000021_000.png)</li>" in text
+    runs.clear_complete(data)
+    runs.mark_complete(data, {"skipped": 0, "skip_notes": "not a list"})
+    assert render.read_run(data).notes == []
+
+
 def test_cli_render(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     make_experiment(tmp_path / "runs")
     assert main(["render", "exp", "--output-root", str(tmp_path / "runs"),
@@ -266,7 +281,7 @@ TRAINS = (
     "    for step in range(1, 11):\n"
     "        f.write(json.dumps({{'event': 'step', 'step': step, 'max_steps': 10, 'elapsed_s': step * 0.1,"
     " 'time': time.time(), 'loss': 1.0 / step}}) + '\\n')\n"
-    "r.mark_complete(d, {{'global_step': 10, 'final_loss': 0.1}})\n"
+    "r.mark_complete(d, {{'global_step': 10, 'final_loss': 0.1, 'skip_notes': ['x: 2 rows: reason of {name}']}})\n"
 )
 
 
@@ -291,6 +306,7 @@ def test_runner_renders_pages_and_index_and_shows_progress(tmp_path: Path) -> No
     assert [r.status for r in res] == ["done", "done"]
     assert (out / "exp" / "sft" / "01_sft.html").exists() and (out / "exp" / "data" / "00_data.html").exists()
     assert logs[-1] == f"index: {out / 'exp' / 'index.html'}"
+    assert "    data: x: 2 rows: reason of data" in logs  # a finished run's DONE notes follow its "done" line
     index = (out / "exp" / "index.html").read_text(encoding="utf-8")
     assert "href='sft/01_sft.html'" in index and "final_loss <b>0.1</b>" in index
     progress = [line for line in logs if line.startswith("[progress] sft")]

@@ -59,6 +59,7 @@ import hashlib
 import json
 import multiprocessing as mp
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -260,13 +261,14 @@ def assign_pools(loaded: Sequence[tuple[Source, list[dict[str, Any]]]], seed: in
             items.sort(key=lambda r: hash_unit(f"{seed}:order:{r['id']}"))
             candidates[pool].extend((src, r) for r in items[: src.sizes[pool]])
     kept, dropped = enforce_patient_disjoint(candidates, key=lambda item: patient_key(item[0], item[1]),
-                                             file_of=lambda item: item[1]["image_path"])
+                                             file_of=lambda item: item[1]["image_path"],
+                                             source_of=lambda item: item[0].name)
     seen_ids: set[str] = set()
     out: dict[str, list[tuple[Source, dict[str, Any]]]] = {p: [] for p in POOLS}
     for pool in POOLS:
         for src, rec in kept[pool]:
             if rec["id"] in seen_ids:
-                skipped.append({"file": rec["image_path"], "row": rec["id"],
+                skipped.append({"source": src.name, "file": rec["image_path"], "row": rec["id"],
                                 "reason": f"record id {rec['id']!r} of source {src.name!r} repeats another source's"})
                 continue
             seen_ids.add(rec["id"])
@@ -275,12 +277,15 @@ def assign_pools(loaded: Sequence[tuple[Source, list[dict[str, Any]]]], seed: in
 
 
 def enforce_patient_disjoint(by_pool: Mapping[str, list[Any]], *, key: Callable[[Any], str] | None = None,
-                             file_of: Callable[[Any], str] | None = None) -> tuple[dict[str, list[Any]], list[dict[str, Any]]]:
+                             file_of: Callable[[Any], str] | None = None, source_of: Callable[[Any], str] | None = None
+                             ) -> tuple[dict[str, list[Any]], list[dict[str, Any]]]:
     """Drop items whose patient already appears in an earlier pool (test wins over others:
-    order test, validate, grpo, train).  Items are records (default ``key``: ``patient_id``) or
-    anything ``key`` maps to a patient key.  Returns ``(pools, skipped rows)``."""
+    order test, validate, grpo, train).  Items are records (default ``key``: ``patient_id``,
+    ``source_of``: ``source``) or anything ``key`` maps to a patient key.  Returns ``(pools,
+    skipped rows)``."""
     key = key or (lambda rec: rec["patient_id"])
     file_of = file_of or (lambda rec: rec["image_path"])
+    source_of = source_of or (lambda rec: rec.get("source", ""))
     seen: dict[str, str] = {}
     out: dict[str, list[Any]] = {}
     skipped: list[dict[str, Any]] = []
@@ -290,7 +295,7 @@ def enforce_patient_disjoint(by_pool: Mapping[str, list[Any]], *, key: Callable[
             k = key(item)
             owner = seen.setdefault(k, pool)
             if owner != pool:
-                skipped.append({"file": file_of(item), "row": i,
+                skipped.append({"source": source_of(item), "file": file_of(item), "row": i,
                                 "reason": f"patient {k!r} of pool {pool!r} already in pool {owner!r}"})
                 continue
             keep.append(item)
@@ -439,13 +444,18 @@ def remove_stale_images(run_dir: Path, keep: Iterable[str]) -> int:
 
 
 def real_records(sources: Sequence[Source], run_dir: Path, *, seed: int, image_size: int, resize_mode: str,
-                 workers: int) -> tuple[dict[str, list[dict[str, Any]]], list[dict[str, Any]]]:
-    """Load every source, assign pools, pre-resize the kept images; ``({pool: records}, skipped)``."""
+                 workers: int, rows_read: dict[str, int] | None = None
+                 ) -> tuple[dict[str, list[dict[str, Any]]], list[dict[str, Any]]]:
+    """Load every source, assign pools, pre-resize the kept images; ``({pool: records}, skipped)``
+    with skipped rows ``{"source", "file", "row", "reason"}``.  ``rows_read``, when given, gets
+    ``{source: records + rows its loader skipped}`` (the denominator of :func:`skip_notes`)."""
     check_roots(sources)
     loaded: list[tuple[Source, list[dict[str, Any]]]] = []
     skipped: list[dict[str, Any]] = []
     for src in sources:
         recs, skips = load_source(src)
+        if rows_read is not None:
+            rows_read[src.name] = len(recs) + len(skips)
         good = []
         for i, rec in enumerate(recs):
             try:
@@ -455,7 +465,7 @@ def real_records(sources: Sequence[Source], run_dir: Path, *, seed: int, image_s
                 continue
             good.append(rec)
         loaded.append((src, good))
-        skipped += [{**s, "file": f"{src.name}: {s['file']}"} for s in skips]
+        skipped += [{"source": src.name, **s} for s in skips]
     pools, dropped = assign_pools(loaded, seed)
     skipped += dropped
     jobs, where = [], []
@@ -469,11 +479,99 @@ def real_records(sources: Sequence[Source], run_dir: Path, *, seed: int, image_s
     out: dict[str, list[dict[str, Any]]] = {p: [] for p in POOLS}
     for job, (pool, rec), info in zip(jobs, where, results):
         if "error" in info:
-            skipped.append({"file": job.src, "row": rec["id"], "reason": f"image unreadable: {info['error']}"})
+            skipped.append({"source": rec["source"], "file": job.src, "row": rec["id"],
+                            "reason": f"image unreadable: {info['error']}"})
             continue
         out[pool].append(apply_resize(rec, info, job.rel))
     remove_stale_images(run_dir, [r["image_path"] for recs in out.values() for r in recs])
     return out, skipped
+
+
+# --------------------------------------------------------------------------------------------
+# Skipped rows, summarised
+# --------------------------------------------------------------------------------------------
+
+SKIP_COLUMNS = ["source", "file", "row", "reason"]
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+_KEEP_WORD = re.compile(r"^[A-Za-z_][\w.-]*\.(csv|json|jsonl|gz|txt|xml)[:,;)]?$")
+
+
+def reason_kind(reason: str) -> str:
+    """A skip reason without its one-row details, so rows group by cause: paths become
+    ``<file>``, quoted values holding digits, ``/`` or ``:`` become ``'…'`` and other words with
+    digits ``#``.  ``"missing image file /d/images/0001_000.png"`` -> ``"missing image file
+    <file>"``; ``"patient 'nih:7' of pool 'grpo' already in pool 'test'"`` -> ``"patient '…' of
+    pool 'grpo' already in pool 'test'"``."""
+    text = _QUOTED.sub(lambda m: "'…'" if re.search(r"[\d/:\\]", m.group(0)) else m.group(0), str(reason))
+    words: list[str] = []
+    for word in text.split():
+        if _KEEP_WORD.match(word) or word == "'…'":
+            pass
+        elif "/" in word or "\\" in word:
+            word = "<file>" + (word[-1] if word[-1] in ":,;)" else "")
+        elif any(c.isdigit() for c in word):
+            word = "#" + (word[-1] if word[-1] in ":,;)" else "")
+        if words and word.startswith("#") and words[-1].startswith("#"):
+            words[-1] = word  # a run of numbers ("[0.1, 0.2, ...]") is one '#'
+        else:
+            words.append(word)
+    return " ".join(words)
+
+
+def _example(row: Mapping[str, Any]) -> str:
+    """What one skipped row is about: the path its reason names (the missing image), else
+    ``<file> row <row>`` (the table line)."""
+    for word in str(row.get("reason", "")).split():
+        word = word.strip("'\",;:()")
+        if "/" in word or "\\" in word:
+            return word
+    return f"{row.get('file', '')} row {row.get('row', '')}"
+
+
+def skip_groups(skipped: Iterable[Mapping[str, Any]], rows_read: Mapping[str, int], *, examples: int = 3
+                ) -> list[dict[str, Any]]:
+    """Skipped rows counted by source and :func:`reason_kind`, largest first::
+
+        [{"source": "nih", "reason": "missing image file <file>", "rows": 111204, "share": 0.99,
+          "examples": ["/d/images/00000001_000.png", ...]}, ...]
+
+    ``share`` is ``rows`` over the source's ``rows_read`` (``None`` when unknown); ``examples``
+    the first ``examples`` rows of the group, in skip order (:func:`_example`)."""
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in skipped:
+        src = str(row.get("source", "") or "")
+        g = groups.setdefault((src, reason_kind(row.get("reason", ""))), {"rows": 0, "examples": []})
+        g["rows"] += 1
+        if len(g["examples"]) < examples:
+            g["examples"].append(_example(row))
+    out = []
+    for (src, kind), g in groups.items():
+        total = rows_read.get(src)
+        out.append({"source": src, "reason": kind, "rows": g["rows"],
+                    "share": round(g["rows"] / total, 4) if total else None, "examples": g["examples"]})
+    return sorted(out, key=lambda g: (-g["rows"], g["source"], g["reason"]))
+
+
+def skip_notes(groups: Sequence[Mapping[str, Any]], rows_read: Mapping[str, int], *, max_lines: int = 12) -> list[str]:
+    """Lines for a reader: first a ``WARNING`` for each source that lost more than half of the
+    rows it read, then one line per (source, reason) group, largest first::
+
+        WARNING: source 'nih' lost 111,308 of 112,120 rows (99%): check its root and layout (skipped.csv)
+        nih: 111,204 rows: missing image file <file> (e.g. /d/images/00000001_000.png, ...)
+    """
+    lost: dict[str, int] = {}
+    for g in groups:
+        lost[g["source"]] = lost.get(g["source"], 0) + int(g["rows"])
+    lines = [f"WARNING: source {src!r} lost {n:,} of {rows_read[src]:,} rows ({n / rows_read[src]:.0%}): "
+             f"check its root and layout (every row in skipped.csv)"
+             for src, n in lost.items() if rows_read.get(src) and n > rows_read[src] / 2]
+    for g in groups[:max_lines]:
+        lines.append(f"{g['source'] or '(no source)'}: {g['rows']:,} row{'s' if g['rows'] != 1 else ''}: {g['reason']}"
+                     + (f" (e.g. {', '.join(g['examples'])})" if g["examples"] else ""))
+    if len(groups) > max_lines:
+        rest = sum(int(g["rows"]) for g in groups[max_lines:])
+        lines.append(f"... {len(groups) - max_lines} more reason(s), {rest:,} rows: see skipped.csv")
+    return lines
 
 
 def source_vocabulary(records: Iterable[Mapping[str, Any]]) -> dict[str, list[str]]:
