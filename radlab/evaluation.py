@@ -62,12 +62,12 @@ def load_eval_dataset(data_dir: str | os.PathLike[str], split: str = "test") -> 
     Only ``eval/`` is read (not the SFT/GRPO sets), so an analysis can run against a data folder
     that holds just the evaluation split.
     """
-    import datasets
+    from radlab.data.build import open_saved
 
     path = Path(data_dir) / "eval"
     if not path.is_dir():
         raise ParamError(f"data_dir: {path} does not exist; run notebooks/00_data.ipynb (the data stage) first")
-    ev = datasets.load_from_disk(str(path))
+    ev = open_saved(path)  # transforms never write cache files into the data folder
     if hasattr(ev, "keys"):
         if split not in ev:
             raise ParamError(f"eval_split: {split!r} not in {path} (has {list(ev.keys())})")

@@ -101,12 +101,12 @@ def shuffled_images(dataset: Any, seed: int = 0, image_column: str = "image") ->
 
 def train_records(data_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """The unified training records of ``<data_dir>/records`` (split ``train``), images not decoded."""
-    import datasets
+    from radlab.data.build import open_saved
 
     path = Path(data_dir) / "records" / "dataset"  # the data stage's layout (records/ also holds images/)
     if not path.is_dir():
         raise FileNotFoundError(f"{path} does not exist")
-    recs = datasets.load_from_disk(str(path))
+    recs = open_saved(path)  # the filter below writes nothing into the data folder
     if hasattr(recs, "keys"):
         recs = recs["train"]
     else:

@@ -438,6 +438,21 @@ def load_build_result(params: DataParams, *, figures: bool = True) -> BuildResul
     return result
 
 
+def open_saved(path: str | os.PathLike[str]) -> Any:
+    """``datasets.load_from_disk(path)`` for a stage that *reads* a finished run folder.
+
+    ``datasets`` writes the result of ``.map``/``.filter`` on a loaded dataset as ``cache-*.arrow``
+    beside the dataset's own Arrow files, i.e. into the finished data run folder -- and TRL's
+    trainers map the datasets they are given.  So this turns transform caching off for the
+    process (``datasets.disable_caching()``): every transform result, radlab's and TRL's, goes to
+    a temporary folder that ``datasets`` deletes when the process ends, and a finished run folder
+    is only ever read.  (Reader processes recompute such maps on a rerun; they are cheap next to
+    training.)
+    """
+    datasets.disable_caching()
+    return datasets.load_from_disk(str(path))
+
+
 def load_stage_datasets(data_dir: str | os.PathLike[str]) -> dict[str, datasets.DatasetDict]:
     """Reload a finished data stage: ``{"records", "sft", "grpo", "eval"}`` DatasetDicts.
 
@@ -449,7 +464,7 @@ def load_stage_datasets(data_dir: str | os.PathLike[str]) -> dict[str, datasets.
         path = data_dir / rel
         if not path.is_dir():
             raise FileNotFoundError(f"{path}: missing; run notebooks/00_data.ipynb (the data stage) first")
-        out[name] = datasets.load_from_disk(str(path))
+        out[name] = open_saved(path)
     return out
 
 
@@ -499,5 +514,5 @@ def params_from_dict(values: Mapping[str, Any]) -> DataParams:
 
 __all__ = [
     "BuildResult", "POOLS", "build_records", "build_task_datasets", "build_datasets",
-    "load_build_result", "load_stage_datasets", "record_image", "minimal_pair_dataset", "counts_table", "records_dataset", "enforce_patient_disjoint", "params_from_dict",
+    "load_build_result", "load_stage_datasets", "open_saved", "record_image", "minimal_pair_dataset", "counts_table", "records_dataset", "enforce_patient_disjoint", "params_from_dict",
 ]

@@ -137,12 +137,12 @@ def load_data_split(data_dir: str | os.PathLike[str], part: str) -> Any:
 
     Raises :class:`ParamError` naming the folder when the data stage did not write it.
     """
-    import datasets
+    from radlab.data.build import open_saved
 
     path = Path(data_dir) / part
     if not path.exists():
         raise ParamError(f"data folder {str(path)!r} does not exist; run notebooks/00_data.ipynb first (or set data_dir)")
-    return datasets.load_from_disk(str(path))
+    return open_saved(path)  # transforms (ours and TRL's) never write cache files into the data folder
 
 
 def filter_tasks(ds: Any, tasks: Sequence[str]) -> Any:
