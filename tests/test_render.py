@@ -311,3 +311,75 @@ def test_runner_renders_pages_and_index_and_shows_progress(tmp_path: Path) -> No
     assert "href='sft/01_sft.html'" in index and "final_loss <b>0.1</b>" in index
     progress = [line for line in logs if line.startswith("[progress] sft")]
     assert progress and "step 10/10" in progress[-1] and "loss 0.1" in progress[-1]
+
+
+# --------------------------------------------------------------------------------------------
+# pages for readers: progress collapsed, warnings gathered
+# --------------------------------------------------------------------------------------------
+
+BAR_LINE = render._BAR
+
+
+def _bar(desc: str, k: int, n: int) -> str:
+    filled = "█" * (10 * k // n)
+    return f"{desc}: {100 * k // n:3d}%|{filled:<10}| {k}/{n} [00:0{k % 10}<00:01, 12.5it/s]"
+
+
+def _noisy_notebook(path: Path) -> Path:
+    nb = nbformat.v4.new_notebook()
+    warn = ("/venv/lib/python3.12/site-packages/tqdm/auto.py:21: TqdmWarning: IProgress not found. Please update "
+            "jupyter and ipywidgets.\n  from .autonotebook import tqdm as notebook_tqdm\n")
+    user = "/x/radlab/y.py:7: UserWarning: 3 rows had no <boxes>\n  warnings.warn(msg)\n"
+    a = nbformat.v4.new_code_cell("train()")
+    a.outputs = [
+        nbformat.v4.new_output("stream", name="stderr", text=warn),
+        # 146 updates of one bar written with carriage returns, as tqdm does, then the result.
+        nbformat.v4.new_output("stream", name="stderr", text="\r".join(_bar("Map", k, 146) for k in range(147)) + "\n"),
+        nbformat.v4.new_output("stream", name="stdout", text="loss 0.25 after 4 steps\n"),
+        nbformat.v4.new_output("stream", name="stderr", text=user),
+        # The same bars unrolled one per line (how an older nbconvert showed them), and an unfinished one.
+        nbformat.v4.new_output("stream", name="stderr", text="\n".join(
+            [_bar("Saving the dataset (1/1 shards)", k, 20) for k in range(21)]
+            + [f"Generating: {k} examples [00:0{k}, 3.2 examples/s]" for k in range(5)]
+            + [_bar("generate", k, 10) for k in range(7)]) + "\n"),
+        nbformat.v4.new_output("display_data", data={
+            "application/vnd.jupyter.widget-view+json": {"model_id": "abc", "version_major": 2, "version_minor": 0},
+            "text/plain": "  0%|          | 0/24 [00:00<?, ?it/s]"}),
+    ]
+    b = nbformat.v4.new_code_cell("evaluate()")
+    b.outputs = [nbformat.v4.new_output("stream", name="stderr", text=user + "\r".join(_bar("eval", k, 8) for k in range(9))),
+                 nbformat.v4.new_output("execute_result", data={"text/html": "<table><tr><td>F1 0.42</td></tr></table>"},
+                                        execution_count=2)]
+    nb.cells = [nbformat.v4.new_markdown_cell("# Stage"), a, b]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+    return path
+
+
+def _bar_lines(text: str) -> list[str]:
+    return [line for line in text.replace("\r", "\n").splitlines() if BAR_LINE.search(line)]
+
+
+def test_page_collapses_progress_and_gathers_warnings(tmp_path: Path) -> None:
+    nb = _noisy_notebook(tmp_path / "exp" / "sft" / "01_sft.ipynb")
+    assert len(_bar_lines(nb.read_text())) > 146  # the executed notebook as saved
+    text = render.render_notebook(nb).read_text(encoding="utf-8")
+    bars = _bar_lines(text)
+    assert len(bars) <= 5 and any("generate:  60%" in line and "6/10" in line for line in bars), bars
+    assert not any("Map:" in line or "Saving the dataset" in line or "Generating:" in line for line in bars)
+    assert "TqdmWarning" not in text and "IProgress" not in text and "widget-view" not in text
+    assert "loss 0.25 after 4 steps" in text and "F1 0.42" in text  # what the stage found stays
+    # The stage's own warning: once, in the collapsed note under the title bar, with its count.
+    assert text.count("3 rows had no &lt;boxes&gt;") == 1 and "warnings.warn(msg)" not in text
+    assert "1 warning(s) while it ran" in text and "UserWarning: 3 rows had no &lt;boxes&gt; (×2)" in text
+    assert render.tidy_stream("no bars\nhere\n", {}) == "no bars\nhere\n"  # plain text untouched
+    assert render.tidy_stream("\r".join(_bar("x", k, 4) for k in range(5)), {}) == ""
+
+
+@pytest.mark.slow
+def test_smoke_data_page_has_no_progress_noise(smoke_root: Path) -> None:
+    page = render.render_notebook(smoke_root / "00_data.ipynb", tmp_html := smoke_root.parent / "00_data_page.html")
+    assert page == tmp_html
+    text = page.read_text(encoding="utf-8")
+    assert len(_bar_lines(text)) <= 5 and "TqdmWarning" not in text
+    assert "skipped rows: 0" in text and "data:image/png;base64," in text  # the skip report and the figures
