@@ -132,8 +132,12 @@ def test_vindr_kaggle_download_loads_as_it_is(tmp_path: Path) -> None:
     assert load("vindr", root, splits=("train",)).records == res.records  # the only file there
     with pytest.raises(FileNotFoundError, match="annotations_test.csv"):
         load("vindr", root, splits=("test",))
+    with pytest.raises(TypeError, match="option 'splits' must be tuple, got str 'train'"):
+        load("vindr", root, splits="train")  # not iterated letter by letter
+    from radlab.data.loaders.vindr import load_vindr
+
     with pytest.raises(ValueError, match="list of split names"):
-        load("vindr", root, splits="train")
+        load_vindr(root, splits="train")  # type: ignore[arg-type]
     # PhysioNet's layout is unchanged: official test, validate hashed from train only.
     physio = load("vindr", vindr_dicom_folder(tmp_path / "physio", n_train=8, n_test=4, corrupt=0))
     assert sum(r["split"] == "test" for r in physio.records) == 4
