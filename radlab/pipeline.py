@@ -577,6 +577,8 @@ def run_pipeline(
                 n = len(results)
                 if res.status == "done":
                     log(f"[{n}/{total}] {spec.name:<11} done in {res.seconds:7.1f} s -> {res.output}")
+                    for line in render.done_notes(runs.read_summary(res.output.parent)) if res.output else ():
+                        log(f"    {spec.name}: {line}")  # e.g. the data stage's skipped rows by reason
                 else:
                     failed = True
                     log(f"[{n}/{total}] {spec.name:<11} FAILED after {res.seconds:.1f} s: {res.error}")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import html
 import math
 import os
+import re
 import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
@@ -44,6 +45,86 @@ _NOT_NUMBERS = {"model_dir", "resumed_from", "data_dir", "output_root"}
 # --------------------------------------------------------------------------------------------
 
 
+# A tqdm bar line: "desc: 40%|████      | 4/10 [00:01<00:02, 3.1it/s]" or, without a total,
+# "Map: 24 examples [00:00, 1234.5 examples/s]".
+_BAR = re.compile(r"\d+%\|.*\||\b\d+(?:\.\d+)?[kMG]?(?:/\d+(?:\.\d+)?[kMG]?)? ?\S* ?\[\d+:\d\d(?:<|,)")
+_BAR_COUNT = re.compile(r"\|\s*(\d+)/(\d+)\s*\[")
+# "path.py:12: UserWarning: message" or "UserWarning: message" (Python's warnings format); the
+# indented source line that follows it belongs to it.
+_WARNING = re.compile(r"^(?:.*?:\d+: )?([A-Z]\w*Warning): (.*)$")
+# Warnings about the page's viewer, not the stage's results: taken out and not listed.
+_VIEWER_WARNINGS = ("TqdmWarning",)
+_WIDGET = "application/vnd.jupyter.widget-view+json"
+
+
+def _bar_desc(line: str) -> str:
+    """The bar's name (text before its counter), to keep one state per bar."""
+    return re.split(r"\s*\d+%\||:?\s*\d+(?:/\d+)? ", line, maxsplit=1)[0].strip()
+
+
+def tidy_stream(text: str, warnings: dict[str, int]) -> str:
+    """A stream output as a reader should see it.
+
+    Carriage returns applied (each line keeps the text after its last ``\\r``); progress bars
+    left out once finished (``n/n``, or no total) and otherwise collapsed to the last state of each
+    bar; Python warnings taken out into ``warnings`` (``"Category: message" -> count``) with the
+    source line printed under them (tqdm's "IProgress not found", about the viewer, is dropped).
+    """
+    lines = []
+    for raw in text.split("\n"):
+        parts = [p for p in raw.split("\r") if p.strip()]
+        lines.append(parts[-1] if parts else ("" if "\r" in raw else raw))
+    out: list[str] = []
+    bars: dict[str, int] = {}  # bar name -> index of its last state in out
+    after_warning = False
+    for line in lines:
+        m = _WARNING.match(line.strip())
+        if m:
+            if m.group(1) not in _VIEWER_WARNINGS:
+                key = f"{m.group(1)}: {m.group(2).strip()}"[:300]
+                warnings[key] = warnings.get(key, 0) + 1
+            after_warning = True
+            continue
+        if after_warning and line.startswith((" ", "\t")) and line.strip():
+            continue  # the warning's source line
+        after_warning = False
+        if _BAR.search(line):
+            count = _BAR_COUNT.search(line)
+            finished = count is None or count.group(1) == count.group(2)
+            name = _bar_desc(line)
+            if name in bars:
+                out[bars.pop(name)] = None  # type: ignore[call-overload]
+            if not finished:
+                bars[name] = len(out)
+                out.append(line)
+            continue
+        out.append(line)
+    kept = [line for line in out if line is not None]
+    text = "\n".join(kept)
+    return text if text.strip() else ""
+
+
+def tidy_outputs(nb: Any) -> dict[str, int]:
+    """Tidy an executed notebook's outputs in place for reading (:func:`tidy_stream` on every
+    stream; progress widgets, whose saved state is only their first frame, left out); returns the
+    warnings taken out, ``{"Category: message": count}``."""
+    warnings: dict[str, int] = {}
+    for cell in nb.get("cells", []):
+        if cell.get("cell_type") != "code":
+            continue
+        kept = []
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream":
+                out["text"] = tidy_stream(str(out.get("text", "")), warnings)
+                if not out["text"]:
+                    continue
+            elif out.get("output_type") in ("display_data", "execute_result") and _WIDGET in out.get("data", {}):
+                continue
+            kept.append(out)
+        cell["outputs"] = kept
+    return warnings
+
+
 def _papermill_meta(nb: Any) -> dict[str, Any]:
     return dict(nb.get("metadata", {}).get("papermill", {}) or {})
 
@@ -57,7 +138,8 @@ def render_notebook(
     """Write an executed notebook as a standalone HTML page (default: beside it, ``.html``).
 
     Figures are embedded, so the page is one file; code cells are hidden until the reader ticks
-    "show code".  ``index_href`` (e.g. ``"../index.html"``) adds a link back to the experiment's
+    "show code".  Outputs are tidied for reading (:func:`tidy_outputs`: progress bars collapsed
+    or left out, warnings gathered into one collapsed note under the title bar).  ``index_href`` (e.g. ``"../index.html"``) adds a link back to the experiment's
     index.  Works on any executed notebook, papermill's or one saved from JupyterLab.  Written
     atomically; returns the page's path.
     """
@@ -67,6 +149,7 @@ def render_notebook(
     notebook = Path(notebook)
     html_path = Path(html_path) if html_path else notebook.with_suffix(".html")
     nb = nbformat.read(notebook, as_version=4)
+    warnings = tidy_outputs(nb)
     pm = _papermill_meta(nb)
     params = pm.get("parameters") or {}
     title = notebook.stem
@@ -89,7 +172,9 @@ def render_notebook(
         exclude_output_prompt=True,
         embed_images=True,
     )
-    body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}, "radlab_bar": bar})
+    notes = [f"{text} (×{n})" if n > 1 else text for text, n in warnings.items()]
+    body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}, "radlab_bar": bar,
+                                                         "radlab_warnings": notes})
     return _write_page(html_path, body)
 
 
@@ -110,7 +195,9 @@ class RunInfo:
     """One run as the index shows it, read from its folder alone.
 
     ``status`` is one of ``done``, ``failed``, ``running``, ``missing`` (a params file but no
-    folder).  ``numbers`` are the key scalars (DONE summary, else the last progress record).
+    folder).  ``numbers`` are the key scalars (DONE summary, else the last progress record);
+    ``notes`` the DONE summary's ``skip_notes`` (the data stage's skipped rows by source and
+    reason, warnings first).
     """
 
     name: str
@@ -120,6 +207,7 @@ class RunInfo:
     started: str = ""
     notebooks: list[Path] = field(default_factory=list)
     numbers: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
     progress: dict[str, Any] = field(default_factory=dict)
     error: str = ""
     findings: str = ""
@@ -145,6 +233,13 @@ def _scalars(summary: Mapping[str, Any]) -> dict[str, Any]:
             continue
         out[key] = value
     return out
+
+
+def done_notes(summary: Mapping[str, Any]) -> list[str]:
+    """The lines a ``DONE`` summary asks a reader to see (``skip_notes``: the data stage's skipped
+    rows by source and reason, ``WARNING`` lines first); ``[]`` when it has none."""
+    notes = summary.get("skip_notes")
+    return [str(n) for n in notes] if isinstance(notes, list) else []
 
 
 def _trainer_numbers(run_dir: Path) -> dict[str, Any]:
@@ -202,7 +297,9 @@ def read_run(run_dir: str | os.PathLike[str], *, running: bool = False, now: flo
     done = runs.is_complete(run_dir)
     if done:
         info.status = "done"
-        info.numbers = _scalars(runs.read_summary(run_dir))
+        summary = runs.read_summary(run_dir)
+        info.numbers = _scalars(summary)
+        info.notes = done_notes(summary)
     elif running or (not ended and not info.error and now - latest_change < RUNNING_WINDOW_S and latest_change > 0):
         info.status = "running"
     else:
@@ -340,6 +437,7 @@ section.run { border: 1px solid #ddd; border-radius: 6px; padding: 0.8em 1em; ma
 .status-running { background: #1565c0; } .status-missing { background: #9e9e9e; }
 .error { color: #b00020; font-family: monospace; white-space: pre-wrap; }
 .note { color: #666; font-size: 0.85em; }
+ul.notes { margin: 0.4em 0; padding-left: 1.2em; } li.warning { color: #b00020; font-weight: 600; font-size: 0.9em; }
 .numbers { display: flex; flex-wrap: wrap; gap: 0.3em 1.4em; font-size: 0.9em; margin: 0.5em 0; }
 .numbers span b { font-variant-numeric: tabular-nums; }
 .thumbs { display: flex; flex-wrap: wrap; gap: 0.6em; margin-top: 0.6em; }
@@ -376,6 +474,9 @@ def _run_section(info: RunInfo, base: Path) -> str:
     if info.numbers:
         out.append("<div class='numbers'>" + "".join(
             f"<span>{_e(k)} <b>{_e(_fmt(v))}</b></span>" for k, v in info.numbers.items()) + "</div>")
+    if info.notes:
+        out.append("<ul class='notes'>" + "".join(
+            f"<li class='{'warning' if n.startswith('WARNING') else 'note'}'>{_e(n)}</li>" for n in info.notes) + "</ul>")
     if info.findings:
         out.append(f"<div class='findings'>{_markdown(info.findings)}</div>")
     for name, frame in info.tables.items():
@@ -465,4 +566,5 @@ def render_index(
     return _write_page(exp_dir / INDEX, index_html(experiment, infos, exp_dir, replicates(read_runs(exp_dir))))
 
 
-__all__ = ["render_notebook", "render_index", "read_run", "read_experiment", "RunInfo", "format_seconds", "INDEX"]
+__all__ = ["render_notebook", "render_index", "tidy_outputs", "tidy_stream", "read_run", "read_experiment", "RunInfo", "format_seconds", "done_notes",
+           "INDEX"]

@@ -126,6 +126,36 @@ def vindr_dicom_folder(root: str | Path, n_train: int = 12, n_test: int = 4, *, 
     return root
 
 
+def vindr_kaggle_folder(root: str | Path, n_train: int = 40, n_test: int = 3, *, size: tuple[int, int] = (64, 56),
+                        seed: int = 0) -> Path:
+    """The Kaggle VinBigData download as shipped: ``train.csv`` (``image_id, class_name, class_id,
+    rad_id, x_min, y_min, x_max, y_max``; ``No finding`` is class 14 with empty boxes),
+    ``train/<id>.dicom`` and unlabelled ``test/<id>.dicom``; no test annotations and no
+    resolutions JSON.  Train image ``i`` has DICOM PatientID ``VBD<i // 2>`` (pairs of images of
+    one patient), except every third (``i % 3 == 2``), whose header has none.  Returns ``root``."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    w, h = size
+    class_ids = {name: i for i, name in enumerate(VINDR_CLASSES)}
+    lines = ["image_id,class_name,class_id,rad_id,x_min,y_min,x_max,y_max\n"]
+    for i in range(n_train):
+        iid = f"kg{seed:02d}{i:04d}".ljust(32, "b")
+        pid = "" if i % 3 == 2 else f"VBD{i // 2:04d}"
+        write_dicom(root / "train" / f"{iid}.dicom", phantom_pixels(w, h, seed=seed * 1000 + i), patient_id=pid)
+        if i % 4 == 3:
+            lines += [f"{iid},No finding,14,{r},,,,\n" for r in ("R8", "R9", "R10")]
+            continue
+        cls = VINDR_CLASSES[i % len(VINDR_CLASSES)]
+        x0, y0 = int(rng.integers(4, w // 2)), int(rng.integers(4, h // 2))
+        for r in ("R8", "R9", "R10"):
+            j = int(rng.integers(0, 3))
+            lines.append(f"{iid},{cls},{class_ids[cls]},{r},{x0 + j},{y0 + j},{x0 + 18 + j},{y0 + 16 + j}\n")
+    for i in range(n_test):
+        write_dicom(root / "test" / f"{f'kt{i:04d}'.ljust(32, 'b')}.dicom", phantom_pixels(w, h, seed=9000 + i))
+    (root / "train.csv").write_text("".join(lines))
+    return root
+
+
 def nih_folder(root: str | Path, n_patients: int = 16, images_per_patient: int = 2, *,
                size: tuple[int, int] = (64, 64)) -> Path:
     """An NIH ChestX-ray14 folder: ``Data_Entry_2017_v2020.csv`` (split bracketed headers),

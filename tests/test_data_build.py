@@ -190,3 +190,22 @@ def test_minimal_pair_dataset():
         by_pair.setdefault(r["id"].split(":")[0][:-2], []).append(r)
     for rows in by_pair.values():
         assert len({r["finding"] for r in rows}) == 1
+
+
+@pytest.mark.slow
+def test_readers_write_nothing_into_the_finished_data_folder(smoke_root):
+    # A later stage maps and filters the data stage's datasets (radlab's own calls, and TRL's on
+    # what it is given); datasets would cache each result as cache-*.arrow beside the source.
+    from radlab import shortcuts
+    from radlab.evaluation import load_eval_dataset
+    from radlab.training.common import filter_tasks, load_data_split
+
+    data = smoke_root / "smoke" / "data"
+    before = {p: p.stat().st_mtime_ns for p in data.rglob("*") if p.is_file()}
+    sft = load_data_split(data, "sft")["train"]
+    sft.map(lambda row: {"n": len(row["task"])}).filter(lambda row: row["n"] > 0)
+    filter_tasks(sft, ["report"]).map(lambda row: {"m": 1})
+    load_eval_dataset(data).map(lambda row: {"k": 1}, batched=False)
+    assert shortcuts.train_records(data)
+    after = {p: p.stat().st_mtime_ns for p in data.rglob("*") if p.is_file()}
+    assert after == before, sorted(str(p.relative_to(data)) for p in set(after) ^ set(before))

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from datagen import chexpert_plus_folder, nih_folder, vindr_dicom_folder
+from datagen import chexpert_plus_folder, nih_folder, vindr_dicom_folder, vindr_kaggle_folder
 
 from radlab import config
 from radlab.data import build, sources
@@ -212,3 +212,77 @@ def test_real_data_builds_through_the_notebook_on_params_alone(folders, tmp_path
     else:
         assert set(counts[counts.task == "report"]["source"]) == {"chexpert_plus"}
         assert set(loaded["sft"]["train"]["task"]) == set(TASKS)
+
+
+@pytest.mark.slow
+def test_vindr_kaggle_download_builds_through_the_notebook(tmp_path, papermill):
+    # The VinBigData download as shipped (train.csv with class_id, DICOMs, no test labels), named
+    # by a sources item alone: train only, validate and test hashed from it.
+    root = vindr_kaggle_folder(tmp_path / "vbd", n_train=40)
+    values = {**yaml.safe_load((ROOT / "params" / "smoke" / "data.yaml").read_text()),
+              "experiment": "kaggle", "output_root": str(tmp_path / "runs"), "n_grpo": 0,
+              "sources": f"vindr:root={root}:abnormality=1"}
+    params_file = tmp_path / "data.yaml"
+    params_file.write_text(yaml.safe_dump(values))
+    proc = papermill("00_data.ipynb", tmp_path / "out.ipynb", params=params_file, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = tmp_path / "runs" / "kaggle" / "data"
+    records = build.load_stage_datasets(run_dir)["records"]
+    assert {pool: len(records[pool]) > 0 for pool in ("train", "validate", "test")} == {
+        "train": True, "validate": True, "test": True}
+    assert set(records["test"]["split"]) == {"test"} and set(records["validate"]["split"]) == {"validate"}
+    pools = {pool: set(records[pool]["patient_id"]) for pool in ("train", "validate", "test")}
+    assert not (pools["train"] & pools["test"]) and not (pools["train"] & pools["validate"])
+
+
+def test_skips_are_grouped_by_source_and_reason_with_a_warning_past_half():
+    rows = ([{"source": "nih", "file": "/d/Data_Entry_2017_v2020.csv", "row": i + 2,
+              "reason": f"missing image file /d/images/{i:08d}_000.png"} for i in range(70)]
+            + [{"source": "nih", "file": "/d/BBox_List_2017.csv", "row": 9, "reason": "unknown finding label 'Foo'"}]
+            + [{"source": "iu_xray", "file": f"/iu/reports/{i}.xml", "row": f"CXR{i}",
+                "reason": "report has no parentImage"} for i in range(4)]
+            + [{"source": "iu_xray", "file": "/iu/x.png", "row": 3, "reason": "patient 'iu_xray:CXR7' of pool 'train' already in pool 'test'"},
+               {"source": "iu_xray", "file": "/iu/y.png", "row": 5, "reason": "patient 'iu_xray:CXR9' of pool 'train' already in pool 'test'"}])
+    groups = sources.skip_groups(rows, {"nih": 100, "iu_xray": 50})
+    assert [(g["source"], g["reason"], g["rows"]) for g in groups] == [
+        ("nih", "missing image file <file>", 70), ("iu_xray", "report has no parentImage", 4),
+        ("iu_xray", "patient '…' of pool 'train' already in pool 'test'", 2), ("nih", "unknown finding label 'Foo'", 1)]
+    # Examples: the path the reason names (the missing image), else the table file and row.
+    assert groups[0]["examples"] == ["/d/images/00000000_000.png", "/d/images/00000001_000.png", "/d/images/00000002_000.png"]
+    assert groups[1]["examples"] == ["/iu/reports/0.xml row CXR0", "/iu/reports/1.xml row CXR1", "/iu/reports/2.xml row CXR2"]
+    assert groups[0]["share"] == 0.7
+    notes = sources.skip_notes(groups, {"nih": 100, "iu_xray": 50})
+    assert notes[0] == "WARNING: source 'nih' lost 71 of 100 rows (71%): check its root and layout (every row in skipped.csv)"
+    assert not any("'iu_xray' lost" in n for n in notes)  # 6 of 50: no warning
+    assert notes[1].startswith("nih: 70 rows: missing image file <file> (e.g. /d/images/00000000_000.png, ")
+    assert sources.skip_notes(groups, {"nih": 100, "iu_xray": 50}, max_lines=2)[-1] == "... 2 more reason(s), 3 rows: see skipped.csv"
+    assert sources.skip_groups([], {"nih": 10}) == [] and sources.skip_notes([], {"nih": 10}) == []
+    # A source lost exactly half: no warning (more than half warns).
+    assert not sources.skip_notes(sources.skip_groups(rows[:50], {"nih": 100}), {"nih": 100})[0].startswith("WARNING")
+
+
+@pytest.mark.slow
+def test_data_notebook_of_a_partial_nih_folder_shows_skips_by_reason(tmp_path, papermill):
+    import nbformat
+
+    root = nih_folder(tmp_path / "nih", n_patients=60, images_per_patient=1)
+    images = sorted((root / "images").glob("*.png"))
+    for path in images[20:]:  # a download holding a third of the images
+        path.unlink()
+    values = {**yaml.safe_load((ROOT / "params" / "smoke" / "data.yaml").read_text()),
+              "experiment": "partial", "output_root": str(tmp_path / "runs"), "n_train": 8, "n_validation": 2,
+              "n_grpo": 0, "n_eval": 3, "sources": f"nih:root={root}:abnormality=1"}
+    params_file = tmp_path / "data.yaml"
+    params_file.write_text(yaml.safe_dump(values))
+    proc = papermill("00_data.ipynb", tmp_path / "out.ipynb", params=params_file, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = tmp_path / "runs" / "partial" / "data"
+    assert len(pd.read_csv(run_dir / "skipped.csv")) >= 40  # every row, as before
+    nb = nbformat.read(tmp_path / "out.ipynb", as_version=4)
+    (cell,) = [c for c in nb.cells if c.cell_type == "code" and "skip_report" in c.source]
+    text = "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
+    assert "WARNING: source 'nih' lost 40 of 60 rows (67%)" in text
+    table = "".join(o["data"].get("text/html", "") for o in cell.outputs if o.output_type == "execute_result")
+    assert "missing image file &lt;file&gt;" in table and ">40<" in table and images[20].name in table
+    notes = json.loads((run_dir / "DONE").read_text())["skip_notes"]
+    assert notes[0].startswith("WARNING: source 'nih' lost 40 of 60 rows") and notes[1].startswith("nih: 40 rows: missing image file")

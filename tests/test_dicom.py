@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from datagen import phantom_pixels, vindr_dicom_folder, write_corrupt_dicom, write_dicom
+from datagen import phantom_pixels, vindr_dicom_folder, vindr_kaggle_folder, write_corrupt_dicom, write_dicom
 
 from radlab.data.images import ImageLoadError, dicom_header, is_dicom, load_image
 from radlab.data.loaders import load
@@ -112,6 +112,36 @@ def test_vindr_reads_a_dicom_folder_without_resolution_json(tmp_path: Path) -> N
     box = rec["boxes"][0]
     assert 0 < box["box"][0] < box["box"][2] <= 1 and box["raw_format"].startswith("xyxy_px@96x80")
     assert {r["split"] for r in res.records} >= {"test"}
+
+
+def test_vindr_kaggle_download_loads_as_it_is(tmp_path: Path) -> None:
+    # Kaggle's VinBigData: train.csv (with class_id), DICOMs, no test annotations.
+    root = vindr_kaggle_folder(tmp_path / "vbd", n_train=40)
+    res = load("vindr", root)
+    assert len(res.records) == 40 and res.skipped == []
+    by_split: dict[str, int] = {}
+    for r in res.records:
+        by_split[r["split"]] = by_split.get(r["split"], 0) + 1
+    assert set(by_split) == {"train", "validate", "test"} and by_split["train"] > 20
+    # Patients from the DICOM header where it has one (pairs share it and their split), else the image id.
+    pid = {r["id"]: r["patient_id"] for r in res.records}
+    split = {r["id"]: r["split"] for r in res.records}
+    rid = ["vindr-" + f"kg00{i:04d}".ljust(32, "b") for i in range(40)]
+    assert pid[rid[0]] == pid[rid[1]] == "VBD0000" and split[rid[0]] == split[rid[1]]
+    assert pid[rid[2]] == rid[2].removeprefix("vindr-")  # no PatientID in that header
+    assert load("vindr", root, splits=("train",)).records == res.records  # the only file there
+    with pytest.raises(FileNotFoundError, match="annotations_test.csv"):
+        load("vindr", root, splits=("test",))
+    with pytest.raises(TypeError, match="option 'splits' must be tuple, got str 'train'"):
+        load("vindr", root, splits="train")  # not iterated letter by letter
+    from radlab.data.loaders.vindr import load_vindr
+
+    with pytest.raises(ValueError, match="list of split names"):
+        load_vindr(root, splits="train")  # type: ignore[arg-type]
+    # PhysioNet's layout is unchanged: official test, validate hashed from train only.
+    physio = load("vindr", vindr_dicom_folder(tmp_path / "physio", n_train=8, n_test=4, corrupt=0))
+    assert sum(r["split"] == "test" for r in physio.records) == 4
+    assert {r["patient_id"] for r in physio.records} == {r["id"].removeprefix("vindr-") for r in physio.records}
 
 
 def test_rsna_reads_dcm(tmp_path: Path) -> None:

@@ -613,3 +613,95 @@ def test_iu_xray_reports_and_bad_files(tmp_path: Path) -> None:
     assert r1["chexpert"]["Cardiomegaly"] == 1 and r1["chexpert"]["Lung Opacity"] == 1
     r = reasons(res)
     assert "report has no parentImage" in r and "XML parse error" in r and "missing image file" in r
+
+
+# ----------------------------------------------------------------------------------------------
+# Loader options written in a ``sources`` item (typed by the loader's signature)
+
+LIST_OPTIONS = {("vindr", "splits"), ("chexpert", "files"), ("imagenome", "splits"), ("siim", "image_dirs")}
+MIX = {"report": 1.0, "abnormality": 1.0, "abnormality_all": 0.0, "anatomy": 0.0, "phrase": 0.0}
+SIZES = {"train": 100, "validate": 100, "grpo": 0, "test": 100}
+
+
+def _from_item(text: str) -> list[dict]:
+    """Records of one ``sources`` item, parsed and loaded as the data stage does."""
+    from radlab.data import sources
+
+    (src,) = sources.parse_sources(text, sizes=SIZES, mix=MIX)
+    return sources.load_source(src)[0]
+
+
+def test_every_list_option_is_covered_and_parses_one_or_several_values() -> None:
+    import typing
+
+    from radlab.data import sources
+    from radlab.data.loaders import option_types
+
+    found = {(name, key) for name in LOADERS for key, tp in option_types(name).items()
+             if typing.get_origin(tp) in (list, tuple)}
+    assert found == LIST_OPTIONS  # a new list option needs a sources-item test below
+    for name, key in sorted(found):
+        for value, want in (("a", ("a",)), ("a+b.csv", ("a", "b.csv"))):
+            assert sources.parse_sources(f"{name}:root=/x:{key}={value}", sizes=SIZES, mix=MIX)[0].options[key] == want
+
+
+def test_vindr_splits_from_a_sources_item(tmp_path: Path) -> None:
+    root = stage(tmp_path, "vindr", VINDR_IMAGES, size=(64, 64))
+    train = _from_item(f"vindr:root={root}:splits=train")
+    test = _from_item(f"vindr:root={root}:splits=test")
+    assert train and {r["split"] for r in train} <= {"train", "validate"}
+    assert test and {r["split"] for r in test} == {"test"}
+    assert _from_item(f"vindr:root={root}:splits=train+test") == train + test
+
+
+def test_chexpert_files_from_a_sources_item(tmp_path: Path) -> None:
+    root = stage(tmp_path, "chexpert", ["train/patient00001/study1/view1_frontal.jpg",
+                                        "valid/patient64541/study1/view1_frontal.jpg"])
+    train_only = _from_item(f"chexpert:root={root}:files=train.csv")
+    assert [r["patient_id"] for r in train_only] == ["patient00001"]
+    both = _from_item(f"chexpert:root={root}:files=train.csv+valid.csv")
+    assert {r["patient_id"] for r in both} == {"patient00001", "patient64541"}
+
+
+def test_imagenome_splits_from_a_sources_item(tmp_path: Path) -> None:
+    root = stage(tmp_path, "imagenome", [MIMIC_IMAGES[0], MIMIC_IMAGES[2]])
+    everything = load("imagenome", root).records
+    assert {r["split"] for r in everything} == {"train", "validate"}
+    only = _from_item(f"imagenome:root={root}:splits=train")
+    assert only and {r["split"] for r in only} == {"train"} and len(only) < len(everything)
+
+
+def test_siim_image_dirs_from_a_sources_item(tmp_path: Path) -> None:
+    from datagen import phantom_pixels, write_dicom
+
+    root, images = tmp_path / "siim", tmp_path / "images"  # image folders outside root (root itself is searched too)
+    write_dicom(images / "a" / "1.dcm", phantom_pixels(), patient_id="pa")
+    write_dicom(images / "b" / "2.dcm", phantom_pixels(), patient_id="pb")
+    root.mkdir()
+    (root / "train-rle.csv").write_text("ImageId,EncodedPixels\n1,-1\n2,-1\n")
+    assert [r["patient_id"] for r in _from_item(f"siim:root={root}:image_dirs={images / 'a'}+{images / 'b'}")] == ["pa", "pb"]
+    assert [r["patient_id"] for r in _from_item(f"siim:root={root}:image_dirs={images / 'b'}")] == ["pb"]
+
+
+@pytest.mark.parametrize(("item", "message"), [
+    ("vindr:root=/x:splits=1", r"item 'vindr': option 'splits' of loader 'vindr' must be a list of str, values separated by '\+'"),
+    ("vindr:root=/x:splits=train++test", r"option 'splits' .* got 'train\+\+test'"),
+    ("vindr:root=/x:check_images=maybe", r"option 'check_images' of loader 'vindr' must be true or false, got 'maybe'"),
+    ("vindr:root=/x:iou_thr=high", r"option 'iou_thr' of loader 'vindr' must be a number"),
+    ("nih:root=/x:seed=0.5", r"option 'seed' of loader 'nih' must be an int, got 0.5"),
+    ("rsna:root=/x:image_dir=2020", r"option 'image_dir' of loader 'rsna' must be text .*image_dir='2020'"),
+    ("coco:root=/x:label_map=a", r"option 'label_map' of loader 'coco' is a mapping"),
+])
+def test_a_wrong_option_value_is_one_clear_error(tmp_path: Path, item: str, message: str) -> None:
+    from radlab.params import DataParams, ParamError
+
+    with pytest.raises(ParamError, match=message):
+        DataParams(output_root=str(tmp_path), sources=item)
+
+
+def test_python_callers_get_typed_options_too(tmp_path: Path) -> None:
+    root = stage(tmp_path, "vindr", VINDR_IMAGES, size=(64, 64))
+    with pytest.raises(TypeError, match=r"vindr: option 'splits' must be tuple, got str 'train'"):
+        load("vindr", root, splits="train")
+    with pytest.raises(TypeError, match="option 'check_images' must be bool"):
+        load("vindr", root, check_images="no")

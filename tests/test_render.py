@@ -125,6 +125,21 @@ def test_index_links_escapes_and_is_relative(tmp_path: Path) -> None:
     assert not list(exp.glob(".index.html*"))  # atomic: no temp file left
 
 
+def test_index_shows_the_data_stage_skips_warning_first(tmp_path: Path) -> None:
+    data = tmp_path / "runs" / "exp" / "data"
+    executed_notebook(data / "00_data.ipynb")
+    notes = ["WARNING: source 'nih' lost 40 of 60 rows (67%): check its root and layout (every row in skipped.csv)",
+             "nih: 40 rows: missing image file <file> (e.g. /d/images/00000021_000.png)"]
+    runs.mark_complete(data, {"skipped": 40, "skip_notes": notes})
+    assert render.read_run(data).notes == notes
+    text = render.render_index("exp", tmp_path / "runs", pages=False).read_text(encoding="utf-8")
+    assert f"<li class='warning'>{notes[0]}</li>" in text.replace("&#x27;", "'")
+    assert "<li class='note'>nih: 40 rows: missing image file &lt;file&gt; (e.g. /d/images/00000021_000.png)</li>" in text
+    runs.clear_complete(data)
+    runs.mark_complete(data, {"skipped": 0, "skip_notes": "not a list"})
+    assert render.read_run(data).notes == []
+
+
 def test_cli_render(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     make_experiment(tmp_path / "runs")
     assert main(["render", "exp", "--output-root", str(tmp_path / "runs"),
@@ -266,7 +281,7 @@ TRAINS = (
     "    for step in range(1, 11):\n"
     "        f.write(json.dumps({{'event': 'step', 'step': step, 'max_steps': 10, 'elapsed_s': step * 0.1,"
     " 'time': time.time(), 'loss': 1.0 / step}}) + '\\n')\n"
-    "r.mark_complete(d, {{'global_step': 10, 'final_loss': 0.1}})\n"
+    "r.mark_complete(d, {{'global_step': 10, 'final_loss': 0.1, 'skip_notes': ['x: 2 rows: reason of {name}']}})\n"
 )
 
 
@@ -292,7 +307,80 @@ def test_runner_renders_pages_and_index_and_shows_progress(tmp_path: Path) -> No
     assert [r.status for r in res] == ["done", "done"]
     assert (out / "exp" / "sft" / "01_sft.html").exists() and (out / "exp" / "data" / "00_data.html").exists()
     assert logs[-1] == f"index: {out / 'exp' / 'index.html'}"
+    assert "    data: x: 2 rows: reason of data" in logs  # a finished run's DONE notes follow its "done" line
     index = (out / "exp" / "index.html").read_text(encoding="utf-8")
     assert "href='sft/01_sft.html'" in index and "final_loss <b>0.1</b>" in index
     progress = [line for line in logs if line.startswith("[progress] sft")]
     assert progress and "step 10/10" in progress[-1] and "loss 0.1" in progress[-1]
+
+
+# --------------------------------------------------------------------------------------------
+# pages for readers: progress collapsed, warnings gathered
+# --------------------------------------------------------------------------------------------
+
+BAR_LINE = render._BAR
+
+
+def _bar(desc: str, k: int, n: int) -> str:
+    filled = "█" * (10 * k // n)
+    return f"{desc}: {100 * k // n:3d}%|{filled:<10}| {k}/{n} [00:0{k % 10}<00:01, 12.5it/s]"
+
+
+def _noisy_notebook(path: Path) -> Path:
+    nb = nbformat.v4.new_notebook()
+    warn = ("/venv/lib/python3.12/site-packages/tqdm/auto.py:21: TqdmWarning: IProgress not found. Please update "
+            "jupyter and ipywidgets.\n  from .autonotebook import tqdm as notebook_tqdm\n")
+    user = "/x/radlab/y.py:7: UserWarning: 3 rows had no <boxes>\n  warnings.warn(msg)\n"
+    a = nbformat.v4.new_code_cell("train()")
+    a.outputs = [
+        nbformat.v4.new_output("stream", name="stderr", text=warn),
+        # 146 updates of one bar written with carriage returns, as tqdm does, then the result.
+        nbformat.v4.new_output("stream", name="stderr", text="\r".join(_bar("Map", k, 146) for k in range(147)) + "\n"),
+        nbformat.v4.new_output("stream", name="stdout", text="loss 0.25 after 4 steps\n"),
+        nbformat.v4.new_output("stream", name="stderr", text=user),
+        # The same bars unrolled one per line (how an older nbconvert showed them), and an unfinished one.
+        nbformat.v4.new_output("stream", name="stderr", text="\n".join(
+            [_bar("Saving the dataset (1/1 shards)", k, 20) for k in range(21)]
+            + [f"Generating: {k} examples [00:0{k}, 3.2 examples/s]" for k in range(5)]
+            + [_bar("generate", k, 10) for k in range(7)]) + "\n"),
+        nbformat.v4.new_output("display_data", data={
+            "application/vnd.jupyter.widget-view+json": {"model_id": "abc", "version_major": 2, "version_minor": 0},
+            "text/plain": "  0%|          | 0/24 [00:00<?, ?it/s]"}),
+    ]
+    b = nbformat.v4.new_code_cell("evaluate()")
+    b.outputs = [nbformat.v4.new_output("stream", name="stderr", text=user + "\r".join(_bar("eval", k, 8) for k in range(9))),
+                 nbformat.v4.new_output("execute_result", data={"text/html": "<table><tr><td>F1 0.42</td></tr></table>"},
+                                        execution_count=2)]
+    nb.cells = [nbformat.v4.new_markdown_cell("# Stage"), a, b]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+    return path
+
+
+def _bar_lines(text: str) -> list[str]:
+    return [line for line in text.replace("\r", "\n").splitlines() if BAR_LINE.search(line)]
+
+
+def test_page_collapses_progress_and_gathers_warnings(tmp_path: Path) -> None:
+    nb = _noisy_notebook(tmp_path / "exp" / "sft" / "01_sft.ipynb")
+    assert len(_bar_lines(nb.read_text())) > 146  # the executed notebook as saved
+    text = render.render_notebook(nb).read_text(encoding="utf-8")
+    bars = _bar_lines(text)
+    assert len(bars) <= 5 and any("generate:  60%" in line and "6/10" in line for line in bars), bars
+    assert not any("Map:" in line or "Saving the dataset" in line or "Generating:" in line for line in bars)
+    assert "TqdmWarning" not in text and "IProgress" not in text and "widget-view" not in text
+    assert "loss 0.25 after 4 steps" in text and "F1 0.42" in text  # what the stage found stays
+    # The stage's own warning: once, in the collapsed note under the title bar, with its count.
+    assert text.count("3 rows had no &lt;boxes&gt;") == 1 and "warnings.warn(msg)" not in text
+    assert "1 warning(s) while it ran" in text and "UserWarning: 3 rows had no &lt;boxes&gt; (×2)" in text
+    assert render.tidy_stream("no bars\nhere\n", {}) == "no bars\nhere\n"  # plain text untouched
+    assert render.tidy_stream("\r".join(_bar("x", k, 4) for k in range(5)), {}) == ""
+
+
+@pytest.mark.slow
+def test_smoke_data_page_has_no_progress_noise(smoke_root: Path) -> None:
+    page = render.render_notebook(smoke_root / "00_data.ipynb", tmp_html := smoke_root.parent / "00_data_page.html")
+    assert page == tmp_html
+    text = page.read_text(encoding="utf-8")
+    assert len(_bar_lines(text)) <= 5 and "TqdmWarning" not in text
+    assert "skipped rows: 0" in text and "data:image/png;base64," in text  # the skip report and the figures

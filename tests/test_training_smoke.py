@@ -92,6 +92,12 @@ def test_smoke_notebooks_end_to_end(smoke_root: Path, papermill) -> None:
         assert {"step", "task", "prompt", "completion", "reward", "advantage"} <= set(comp.columns)
     print("smoke notebook seconds:", {k: round(v, 1) for k, v in times.items()})
 
+    # Later stages only read the finished data run: nothing in it is newer than its DONE (pages aside).
+    data_done = (exp / "data" / "DONE").stat().st_mtime_ns
+    newer = [str(p.relative_to(exp / "data")) for p in (exp / "data").rglob("*")
+             if p.is_file() and p.suffix != ".html" and p.stat().st_mtime_ns > data_done]
+    assert newer == [], newer
+
     # Table 3's grouping on the resolved params.yaml files the training wrote (every TRL field in them):
     # grpo_bleu (other rewards + top_k 5) is grouped with grpo, and top_k=5 is its only other difference.
     from radlab.config import validate

@@ -54,7 +54,9 @@ class BuildResult:
     """What :func:`build_datasets` returns to the notebook.
 
     ``records[pool]`` lists schema records; ``datasets`` holds the ``sft``/``grpo``/``eval``
-    DatasetDicts; ``counts`` is the task x split table; ``skipped`` one row per dropped record.
+    DatasetDicts; ``counts`` is the task x split table; ``skipped`` one row per dropped record
+    (``source, file, row, reason``); ``rows_read`` ``{source: rows its loader read}`` (the
+    denominator of the lost shares in :meth:`skip_report`).
     """
 
     run_dir: Path
@@ -64,13 +66,38 @@ class BuildResult:
     skipped: pd.DataFrame
     seconds: float
     figures: dict[str, Any] = field(default_factory=dict)
+    rows_read: dict[str, int] = field(default_factory=dict)
+
+    def skip_groups(self) -> list[dict[str, Any]]:
+        """Skipped rows by source and reason (:func:`radlab.data.sources.skip_groups`)."""
+        return sources.skip_groups(self.skipped.to_dict("records"), self.rows_read)
+
+    def skip_notes(self) -> list[str]:
+        """Warnings for sources that lost more than half their rows, then one line per (source,
+        reason) group (:func:`radlab.data.sources.skip_notes`); ``[]`` when nothing was skipped."""
+        return sources.skip_notes(self.skip_groups(), self.rows_read)
+
+    def skip_report(self) -> pd.DataFrame:
+        """Print the skip notes' warnings and return the skips grouped by source and reason
+        (columns ``source, reason, rows, share, examples``: the first files of each group by name,
+        so a narrow column still shows them; every row with its full path is in ``skipped.csv``)."""
+        for line in self.skip_notes():
+            if line.startswith("WARNING"):
+                print(line)
+        print(f"skipped rows: {len(self.skipped):,}" + (f" of {sum(self.rows_read.values()):,} read" if self.rows_read else ""))
+        groups = self.skip_groups()
+        frame = pd.DataFrame(groups, columns=["source", "reason", "rows", "share", "examples"])
+        frame["examples"] = frame["examples"].map(lambda files: ", ".join(Path(f).name for f in files))
+        return frame
 
     def summary(self) -> dict[str, Any]:
-        """A JSON-able summary for ``DONE``."""
+        """A JSON-able summary for ``DONE`` (``skip_notes``: the lines the index and the runner show)."""
         return {
             "records": {k: len(v) for k, v in self.records.items()},
             "rows": {f"{name}/{split}": len(dd[split]) for name, dd in self.datasets.items() for split in dd},
             "skipped": len(self.skipped),
+            "rows_read": dict(self.rows_read),
+            "skip_notes": self.skip_notes(),
             "seconds": round(self.seconds, 1),
         }
 
@@ -128,7 +155,7 @@ def _phantom_records(params: DataParams, staging: Path) -> tuple[dict[str, list[
         try:
             schema.validate_record(rec)
         except schema.SchemaError as exc:
-            skipped.append({"file": f"phantom:{pool}", "row": i, "reason": str(exc)})
+            skipped.append({"source": "phantom", "file": f"phantom:{pool}", "row": i, "reason": str(exc)})
             continue
         _write_png(staging, rec["image_path"], png)
         by_pool[pool].append(rec)
@@ -141,11 +168,12 @@ def enforce_patient_disjoint(by_pool: Mapping[str, list[dict[str, Any]]]) -> tup
     return sources.enforce_patient_disjoint(by_pool)
 
 
-def build_records(params: DataParams, run_dir: str | os.PathLike[str] | None = None) -> tuple[dict[str, list[dict[str, Any]]], list[dict[str, Any]]]:
+def build_records(params: DataParams, run_dir: str | os.PathLike[str] | None = None, *,
+                  rows_read: dict[str, int] | None = None) -> tuple[dict[str, list[dict[str, Any]]], list[dict[str, Any]]]:
     """Generate (phantom) or load (real sources) the records of every pool and write their PNGs.
 
-    Returns ``({pool: [record, ...]}, skipped)`` with ``skipped`` rows ``{"file", "row",
-    "reason"}``.  Phantom images go to ``<run_dir>/records/images/<pool>/<id>.png`` (rendered into
+    Returns ``({pool: [record, ...]}, skipped)`` with ``skipped`` rows ``{"source", "file", "row",
+    "reason"}``; ``rows_read``, when given, gets ``{source: rows read}``.  Phantom images go to ``<run_dir>/records/images/<pool>/<id>.png`` (rendered into
     a staging folder swapped in whole); real images to ``records/images/<source>/<id>.png``,
     written one by one (temp + rename) so an interrupted build resumes
     (:func:`radlab.data.sources.real_records`).
@@ -153,7 +181,9 @@ def build_records(params: DataParams, run_dir: str | os.PathLike[str] | None = N
     run_dir = Path(run_dir) if run_dir is not None else params.run_dir
     if not params.is_phantom:
         return sources.real_records(sources.source_list(params), run_dir, seed=params.seed, image_size=params.image_size,
-                                    resize_mode=params.resize_mode, workers=params.workers)
+                                    resize_mode=params.resize_mode, workers=params.workers, rows_read=rows_read)
+    if rows_read is not None:
+        rows_read["phantom"] = sum(params.pool_sizes().values())
     staging = run_dir / "records" / ".images.tmp"
     if staging.exists():
         shutil.rmtree(staging)
@@ -358,12 +388,14 @@ def build_datasets(params: DataParams, *, figures: bool = True) -> BuildResult:
     run_dir = params.run_dir
     if not StageRun.of(params).begin():
         return load_build_result(params, figures=figures)
-    records, skipped = build_records(params, run_dir)
+    rows_read: dict[str, int] = {}
+    records, skipped = build_records(params, run_dir, rows_read=rows_read)
     if not records["train"] or not records["test"]:
-        runs.write_table(pd.DataFrame(skipped, columns=["file", "row", "reason"]), run_dir / "skipped.csv")
+        runs.write_table(pd.DataFrame(skipped, columns=sources.SKIP_COLUMNS), run_dir / "skipped.csv")
         what = params.sources.strip() or params.source
+        notes = sources.skip_notes(sources.skip_groups(skipped, rows_read), rows_read, max_lines=5)
         raise ParamError(f"source(s) {what!r}: no usable train or test records (skipped {len(skipped)}; "
-                         f"see {run_dir / 'skipped.csv'})")
+                         f"see {run_dir / 'skipped.csv'})" + "".join(f"\n  {line}" for line in notes))
     rec_dd = records_dataset(records)
     dsets = build_task_datasets(params, records, run_dir)
     _save_dataset_dict(rec_dd, run_dir / "records" / "dataset")
@@ -373,10 +405,10 @@ def build_datasets(params: DataParams, *, figures: bool = True) -> BuildResult:
     dsets = {name: datasets.load_from_disk(str(run_dir / name)) for name in dsets}
     shutil.rmtree(run_dir / DATASETS_CACHE, ignore_errors=True)
     counts = counts_table(dsets, records)
-    skipped_df = pd.DataFrame(skipped, columns=["file", "row", "reason"])
+    skipped_df = pd.DataFrame(skipped, columns=sources.SKIP_COLUMNS)
     runs.write_table(counts, run_dir / "counts.csv")
     runs.write_table(skipped_df, run_dir / "skipped.csv")
-    result = BuildResult(run_dir, records, dsets, counts, skipped_df, time.perf_counter() - t0)
+    result = BuildResult(run_dir, records, dsets, counts, skipped_df, time.perf_counter() - t0, rows_read=rows_read)
     if figures:
         from radlab.data import plots
 
@@ -395,8 +427,11 @@ def load_build_result(params: DataParams, *, figures: bool = True) -> BuildResul
     dsets = {name: loaded[name] for name in ("sft", "grpo", "eval")}
     counts = pd.read_csv(run_dir / "counts.csv", keep_default_na=False)
     skipped = pd.read_csv(run_dir / "skipped.csv", keep_default_na=False)
+    if "source" not in skipped.columns:  # written before skip rows named their source
+        skipped.insert(0, "source", "")
+    rows_read = {str(k): int(v) for k, v in (runs.read_summary(run_dir).get("rows_read") or {}).items()}
     print(f"{run_dir} holds this finished data stage: returning its datasets (set force=True to rebuild)")
-    result = BuildResult(run_dir, records, dsets, counts, skipped, time.perf_counter() - t0)
+    result = BuildResult(run_dir, records, dsets, counts, skipped, time.perf_counter() - t0, rows_read=rows_read)
     if figures:
         from radlab.data import plots
 
@@ -406,6 +441,21 @@ def load_build_result(params: DataParams, *, figures: bool = True) -> BuildResul
 
 # The data stage's saved datasets: name -> folder under the data folder.
 DATA_PARTS = {"records": "records/dataset", "sft": "sft", "grpo": "grpo", "eval": "eval"}
+
+
+def open_saved(path: str | os.PathLike[str]) -> Any:
+    """``datasets.load_from_disk(path)`` for a stage that *reads* a finished run folder.
+
+    ``datasets`` writes the result of ``.map``/``.filter`` on a loaded dataset as ``cache-*.arrow``
+    beside the dataset's own Arrow files, i.e. into the finished data run folder -- and TRL's
+    trainers map the datasets they are given.  So this turns transform caching off for the
+    process (``datasets.disable_caching()``): every transform result, radlab's and TRL's, goes to
+    a temporary folder that ``datasets`` deletes when the process ends, and a finished run folder
+    is only ever read.  (Reader processes recompute such maps on a rerun; they are cheap next to
+    training.)
+    """
+    datasets.disable_caching()
+    return datasets.load_from_disk(str(path))
 
 
 def load_data_split(data_dir: str | os.PathLike[str], part: str) -> datasets.DatasetDict:
@@ -419,7 +469,7 @@ def load_data_split(data_dir: str | os.PathLike[str], part: str) -> datasets.Dat
     if not path.is_dir():
         raise ParamError(f"data folder {str(path)!r} does not exist; run notebooks/00_data.ipynb (the data stage) "
                          "first, or set data_dir")
-    return datasets.load_from_disk(str(path))
+    return open_saved(path)  # transforms never write cache files into the data folder
 
 
 def load_stage_datasets(data_dir: str | os.PathLike[str]) -> dict[str, datasets.DatasetDict]:
@@ -474,5 +524,5 @@ def params_from_dict(values: Mapping[str, Any]) -> DataParams:
 
 __all__ = [
     "BuildResult", "POOLS", "build_records", "build_task_datasets", "build_datasets",
-    "load_build_result", "load_data_split", "load_stage_datasets", "record_image", "minimal_pair_dataset", "counts_table", "records_dataset", "enforce_patient_disjoint", "params_from_dict",
+    "load_build_result", "load_data_split", "open_saved", "load_stage_datasets", "record_image", "minimal_pair_dataset", "counts_table", "records_dataset", "enforce_patient_disjoint", "params_from_dict",
 ]

@@ -25,6 +25,14 @@ any other key          a loader option (``only_frontal=true``, ``fuse=none``, ``
                        an unknown one is an error naming the loader's accepted options
 =====================  =========================================================================
 
+Loader options are typed by the loader's signature, like every other parameter: ``true``/``false``
+for a bool, ``3`` for an int, ``0.5`` for a float, text for a str (quote text YAML would read as
+a number: ``image_dir='2020'``).  A list option (VinDr's and ImaGenome's ``splits``, CheXpert's
+``files``, SIIM's ``image_dirs``) separates its values with ``+`` (:data:`LIST_SEP`; commas
+separate items): ``splits=train+test``, ``files=train.csv+valid.csv``; a single value is a list of
+one (``splits=train``).  A wrong value is a :class:`ParamError` naming the item, the option and
+what it accepts.
+
 Splits and pools.  Each record keeps its loader's split (official where the dataset has one).
 Datasets that share patients share a *patient family* (:data:`PATIENT_FAMILIES`: MS-CXR and Chest
 ImaGenome are MIMIC-CXR patients; CheXpert Plus is CheXpert's); within a family a MIMIC-CXR
@@ -51,6 +59,7 @@ import hashlib
 import json
 import multiprocessing as mp
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +74,7 @@ if TYPE_CHECKING:
 POOLS = ("train", "validate", "grpo", "test")
 TASK_KEYS = ("report", *GROUNDING_KINDS)
 SIZE_KEYS = {"n_train": "train", "n_validation": "validate", "n_grpo": "grpo", "n_eval": "test"}
+LIST_SEP = "+"  # between the values of a list-valued loader option inside one sources item
 # Datasets whose patients are the same people: their ids share one namespace and one split.
 PATIENT_FAMILIES = {
     "mimic_cxr": "mimic", "ms_cxr": "mimic", "imagenome": "mimic",
@@ -126,7 +136,7 @@ def parse_sources(text: str, *, sizes: Mapping[str, int], mix: Mapping[str, floa
         task_mix = {k: float(weights.get(k, 0.0)) for k in TASK_KEYS} if weights else {k: float(mix[k]) for k in TASK_KEYS}
         if sum(task_mix.values()) <= 0:
             raise ParamError(f"{where}: feeds no task (every weight is 0)")
-        _check_loader_options(where, loader, opts)
+        opts = _check_loader_options(where, loader, opts)
         out.append(Source(name, loader, str(root), limit, pool_sizes, task_mix, opts))
     names = [s.name for s in out]
     dupes = sorted({n for n in names if names.count(n) > 1})
@@ -152,17 +162,44 @@ def source_list(params: DataParams) -> list[Source]:
                    params.pool_sizes(), params.mix())]
 
 
-def _check_loader_options(where: str, loader: str, opts: Mapping[str, Any]) -> None:
-    import inspect
+def _check_loader_options(where: str, loader: str, opts: Mapping[str, Any]) -> dict[str, Any]:
+    """``opts`` typed by the loader's signature (``{"splits": "train+test"}`` -> ``{"splits":
+    ("train", "test")}``); an unknown key or a wrong value is a :class:`ParamError`."""
+    from radlab.data.loaders import option_types
 
-    from radlab.data.loaders import LOADERS
-
-    params = inspect.signature(LOADERS[loader]).parameters
-    accepted = [p for p, v in params.items() if v.kind is inspect.Parameter.KEYWORD_ONLY and p != "limit"]
-    unknown = sorted(set(opts) - set(accepted))
+    types_ = option_types(loader)
+    unknown = sorted(set(opts) - set(types_))
     if unknown:
         raise ParamError(f"{where}: unknown key(s) {unknown}; source keys: root, loader, limit, "
-                         f"{', '.join(SIZE_KEYS)}, {', '.join(TASK_KEYS)}; options of loader {loader!r}: {accepted}")
+                         f"{', '.join(SIZE_KEYS)}, {', '.join(TASK_KEYS)}; options of loader {loader!r}: {list(types_)}")
+    return {key: _typed_option(where, loader, key, value, types_[key]) for key, value in opts.items()}
+
+
+def _typed_option(where: str, loader: str, key: str, value: Any, tp: Any) -> Any:
+    """One option value as the loader's annotation ``tp`` wants it (see the module docstring)."""
+    import typing
+
+    import yaml
+
+    from radlab.vocab import type_name, type_ok
+
+    origin = typing.get_origin(tp)
+    if origin in (list, tuple):
+        elem = typing.get_args(tp)[0] if typing.get_args(tp) else Any
+        parts = ([yaml.safe_load(p.strip()) if p.strip() else None for p in value.split(LIST_SEP)]
+                 if isinstance(value, str) else [value])
+        if all(p is not None and type_ok(p, elem) for p in parts):
+            return tuple(parts)
+        wants = f"a list of {type_name(elem)}, values separated by {LIST_SEP!r} (e.g. {key}=a{LIST_SEP}b, or one value)"
+    elif origin is dict or (typing.get_args(tp) and any(typing.get_origin(a) is dict for a in typing.get_args(tp))):
+        raise ParamError(f"{where}: option {key!r} of loader {loader!r} is a mapping ({type_name(tp)}); "
+                         f"it cannot be written in a sources item (call radlab.data.loaders.load with it)")
+    elif type_ok(value, tp):
+        return float(value) if tp is float else value
+    else:
+        wants = {bool: "true or false", int: "an int", float: "a number (e.g. 0.5)",
+                 str: f"text (quote a value YAML reads as a number or bool: {key}='{value}')"}.get(tp, type_name(tp))
+    raise ParamError(f"{where}: option {key!r} of loader {loader!r} must be {wants}, got {value!r}")
 
 
 def check_roots(sources: Sequence[Source]) -> None:
@@ -241,13 +278,14 @@ def assign_pools(loaded: Sequence[tuple[Source, list[dict[str, Any]]]], seed: in
             items.sort(key=lambda r: hash_unit(f"{seed}:order:{r['id']}"))
             candidates[pool].extend((src, r) for r in items[: src.sizes[pool]])
     kept, dropped = enforce_patient_disjoint(candidates, key=lambda item: patient_key(item[0], item[1]),
-                                             file_of=lambda item: item[1]["image_path"])
+                                             file_of=lambda item: item[1]["image_path"],
+                                             source_of=lambda item: item[0].name)
     seen_ids: set[str] = set()
     out: dict[str, list[tuple[Source, dict[str, Any]]]] = {p: [] for p in POOLS}
     for pool in POOLS:
         for src, rec in kept[pool]:
             if rec["id"] in seen_ids:
-                skipped.append({"file": rec["image_path"], "row": rec["id"],
+                skipped.append({"source": src.name, "file": rec["image_path"], "row": rec["id"],
                                 "reason": f"record id {rec['id']!r} of source {src.name!r} repeats another source's"})
                 continue
             seen_ids.add(rec["id"])
@@ -256,12 +294,15 @@ def assign_pools(loaded: Sequence[tuple[Source, list[dict[str, Any]]]], seed: in
 
 
 def enforce_patient_disjoint(by_pool: Mapping[str, list[Any]], *, key: Callable[[Any], str] | None = None,
-                             file_of: Callable[[Any], str] | None = None) -> tuple[dict[str, list[Any]], list[dict[str, Any]]]:
+                             file_of: Callable[[Any], str] | None = None, source_of: Callable[[Any], str] | None = None
+                             ) -> tuple[dict[str, list[Any]], list[dict[str, Any]]]:
     """Drop items whose patient already appears in an earlier pool (test wins over others:
-    order test, validate, grpo, train).  Items are records (default ``key``: ``patient_id``) or
-    anything ``key`` maps to a patient key.  Returns ``(pools, skipped rows)``."""
+    order test, validate, grpo, train).  Items are records (default ``key``: ``patient_id``,
+    ``source_of``: ``source``) or anything ``key`` maps to a patient key.  Returns ``(pools,
+    skipped rows)``."""
     key = key or (lambda rec: rec["patient_id"])
     file_of = file_of or (lambda rec: rec["image_path"])
+    source_of = source_of or (lambda rec: rec.get("source", ""))
     seen: dict[str, str] = {}
     out: dict[str, list[Any]] = {}
     skipped: list[dict[str, Any]] = []
@@ -271,7 +312,7 @@ def enforce_patient_disjoint(by_pool: Mapping[str, list[Any]], *, key: Callable[
             k = key(item)
             owner = seen.setdefault(k, pool)
             if owner != pool:
-                skipped.append({"file": file_of(item), "row": i,
+                skipped.append({"source": source_of(item), "file": file_of(item), "row": i,
                                 "reason": f"patient {k!r} of pool {pool!r} already in pool {owner!r}"})
                 continue
             keep.append(item)
@@ -420,13 +461,18 @@ def remove_stale_images(run_dir: Path, keep: Iterable[str]) -> int:
 
 
 def real_records(sources: Sequence[Source], run_dir: Path, *, seed: int, image_size: int, resize_mode: str,
-                 workers: int) -> tuple[dict[str, list[dict[str, Any]]], list[dict[str, Any]]]:
-    """Load every source, assign pools, pre-resize the kept images; ``({pool: records}, skipped)``."""
+                 workers: int, rows_read: dict[str, int] | None = None
+                 ) -> tuple[dict[str, list[dict[str, Any]]], list[dict[str, Any]]]:
+    """Load every source, assign pools, pre-resize the kept images; ``({pool: records}, skipped)``
+    with skipped rows ``{"source", "file", "row", "reason"}``.  ``rows_read``, when given, gets
+    ``{source: records + rows its loader skipped}`` (the denominator of :func:`skip_notes`)."""
     check_roots(sources)
     loaded: list[tuple[Source, list[dict[str, Any]]]] = []
     skipped: list[dict[str, Any]] = []
     for src in sources:
         recs, skips = load_source(src)
+        if rows_read is not None:
+            rows_read[src.name] = len(recs) + len(skips)
         good = []
         for i, rec in enumerate(recs):
             try:
@@ -436,7 +482,7 @@ def real_records(sources: Sequence[Source], run_dir: Path, *, seed: int, image_s
                 continue
             good.append(rec)
         loaded.append((src, good))
-        skipped += [{**s, "file": f"{src.name}: {s['file']}"} for s in skips]
+        skipped += [{"source": src.name, **s} for s in skips]
     pools, dropped = assign_pools(loaded, seed)
     skipped += dropped
     jobs, where = [], []
@@ -450,11 +496,99 @@ def real_records(sources: Sequence[Source], run_dir: Path, *, seed: int, image_s
     out: dict[str, list[dict[str, Any]]] = {p: [] for p in POOLS}
     for job, (pool, rec), info in zip(jobs, where, results):
         if "error" in info:
-            skipped.append({"file": job.src, "row": rec["id"], "reason": f"image unreadable: {info['error']}"})
+            skipped.append({"source": rec["source"], "file": job.src, "row": rec["id"],
+                            "reason": f"image unreadable: {info['error']}"})
             continue
         out[pool].append(apply_resize(rec, info, job.rel))
     remove_stale_images(run_dir, [r["image_path"] for recs in out.values() for r in recs])
     return out, skipped
+
+
+# --------------------------------------------------------------------------------------------
+# Skipped rows, summarised
+# --------------------------------------------------------------------------------------------
+
+SKIP_COLUMNS = ["source", "file", "row", "reason"]
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+_KEEP_WORD = re.compile(r"^[A-Za-z_][\w.-]*\.(csv|json|jsonl|gz|txt|xml)[:,;)]?$")
+
+
+def reason_kind(reason: str) -> str:
+    """A skip reason without its one-row details, so rows group by cause: paths become
+    ``<file>``, quoted values holding digits, ``/`` or ``:`` become ``'…'`` and other words with
+    digits ``#``.  ``"missing image file /d/images/0001_000.png"`` -> ``"missing image file
+    <file>"``; ``"patient 'nih:7' of pool 'grpo' already in pool 'test'"`` -> ``"patient '…' of
+    pool 'grpo' already in pool 'test'"``."""
+    text = _QUOTED.sub(lambda m: "'…'" if re.search(r"[\d/:\\]", m.group(0)) else m.group(0), str(reason))
+    words: list[str] = []
+    for word in text.split():
+        if _KEEP_WORD.match(word) or word == "'…'":
+            pass
+        elif "/" in word or "\\" in word:
+            word = "<file>" + (word[-1] if word[-1] in ":,;)" else "")
+        elif any(c.isdigit() for c in word):
+            word = "#" + (word[-1] if word[-1] in ":,;)" else "")
+        if words and word.startswith("#") and words[-1].startswith("#"):
+            words[-1] = word  # a run of numbers ("[0.1, 0.2, ...]") is one '#'
+        else:
+            words.append(word)
+    return " ".join(words)
+
+
+def _example(row: Mapping[str, Any]) -> str:
+    """What one skipped row is about: the path its reason names (the missing image), else
+    ``<file> row <row>`` (the table line)."""
+    for word in str(row.get("reason", "")).split():
+        word = word.strip("'\",;:()")
+        if "/" in word or "\\" in word:
+            return word
+    return f"{row.get('file', '')} row {row.get('row', '')}"
+
+
+def skip_groups(skipped: Iterable[Mapping[str, Any]], rows_read: Mapping[str, int], *, examples: int = 3
+                ) -> list[dict[str, Any]]:
+    """Skipped rows counted by source and :func:`reason_kind`, largest first::
+
+        [{"source": "nih", "reason": "missing image file <file>", "rows": 111204, "share": 0.99,
+          "examples": ["/d/images/00000001_000.png", ...]}, ...]
+
+    ``share`` is ``rows`` over the source's ``rows_read`` (``None`` when unknown); ``examples``
+    the first ``examples`` rows of the group, in skip order (:func:`_example`)."""
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in skipped:
+        src = str(row.get("source", "") or "")
+        g = groups.setdefault((src, reason_kind(row.get("reason", ""))), {"rows": 0, "examples": []})
+        g["rows"] += 1
+        if len(g["examples"]) < examples:
+            g["examples"].append(_example(row))
+    out = []
+    for (src, kind), g in groups.items():
+        total = rows_read.get(src)
+        out.append({"source": src, "reason": kind, "rows": g["rows"],
+                    "share": round(g["rows"] / total, 4) if total else None, "examples": g["examples"]})
+    return sorted(out, key=lambda g: (-g["rows"], g["source"], g["reason"]))
+
+
+def skip_notes(groups: Sequence[Mapping[str, Any]], rows_read: Mapping[str, int], *, max_lines: int = 12) -> list[str]:
+    """Lines for a reader: first a ``WARNING`` for each source that lost more than half of the
+    rows it read, then one line per (source, reason) group, largest first::
+
+        WARNING: source 'nih' lost 111,308 of 112,120 rows (99%): check its root and layout (skipped.csv)
+        nih: 111,204 rows: missing image file <file> (e.g. /d/images/00000001_000.png, ...)
+    """
+    lost: dict[str, int] = {}
+    for g in groups:
+        lost[g["source"]] = lost.get(g["source"], 0) + int(g["rows"])
+    lines = [f"WARNING: source {src!r} lost {n:,} of {rows_read[src]:,} rows ({n / rows_read[src]:.0%}): "
+             f"check its root and layout (every row in skipped.csv)"
+             for src, n in lost.items() if rows_read.get(src) and n > rows_read[src] / 2]
+    for g in groups[:max_lines]:
+        lines.append(f"{g['source'] or '(no source)'}: {g['rows']:,} row{'s' if g['rows'] != 1 else ''}: {g['reason']}"
+                     + (f" (e.g. {', '.join(g['examples'])})" if g["examples"] else ""))
+    if len(groups) > max_lines:
+        rest = sum(int(g["rows"]) for g in groups[max_lines:])
+        lines.append(f"... {len(groups) - max_lines} more reason(s), {rest:,} rows: see skipped.csv")
+    return lines
 
 
 def source_vocabulary(records: Iterable[Mapping[str, Any]]) -> dict[str, list[str]]:

@@ -8,8 +8,9 @@ Usage::
     res.skipped   # [{"file", "row", "reason"}] for every dropped row / record
 
 ``LOADERS`` maps a short name to ``fn(root: Path, *, limit: int | None = None, **options)
--> LoadResult``.  Options are loader specific (see each module's docstring); an unknown option
-raises ``TypeError`` naming the loader and its accepted options.
+-> LoadResult``.  Options are loader specific (see each module's docstring) and typed by the
+loader's signature (:func:`option_types`); an unknown option or a value of the wrong type raises
+``TypeError`` naming the loader, the option and its accepted options or type.
 
 Conventions (all loaders): ids are strings; boxes are normalised xyxy on the stored image with
 ``raw``/``raw_format`` keeping the source numbers; splits are ``train``/``validate``/``test``
@@ -24,6 +25,7 @@ missing, with a skip entry.
 from __future__ import annotations
 
 import inspect
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -61,7 +63,16 @@ LOADERS: dict[str, Callable[..., LoadResult]] = {
     "iu_xray": iu_xray.load_iu_xray,
 }
 
-__all__ = ["LOADERS", "LoadResult", "LoaderError", "hash_split", "load"]
+__all__ = ["LOADERS", "LoadResult", "LoaderError", "hash_split", "load", "option_types"]
+
+
+def option_types(name: str) -> dict[str, Any]:
+    """``{option: annotation}`` of loader ``name``'s keyword options (``limit`` aside), in
+    signature order, e.g. ``{"splits": tuple[str, ...], "fuse": str, "iou_thr": float, ...}``."""
+    fn = LOADERS[name]
+    hints = typing.get_type_hints(fn)
+    return {p: hints.get(p, Any) for p, v in inspect.signature(fn).parameters.items()
+            if v.kind is inspect.Parameter.KEYWORD_ONLY and p != "limit"}
 
 
 def load(name: str, root: str | Path, *, limit: int | None = None, **options: Any) -> LoadResult:
@@ -78,10 +89,13 @@ def load(name: str, root: str | Path, *, limit: int | None = None, **options: An
     root = Path(root).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"{name}: dataset root folder not found: {root}")
-    fn = LOADERS[name]
-    params = inspect.signature(fn).parameters
-    accepted = [p for p, v in params.items() if v.kind is inspect.Parameter.KEYWORD_ONLY and p != "limit"]
+    from radlab.vocab import type_name, type_ok
+
+    accepted = option_types(name)
     unknown = sorted(set(options) - set(accepted))
     if unknown:
-        raise TypeError(f"{name}: unknown option(s) {unknown}; accepted: {accepted}")
-    return fn(root, limit=limit, **options)
+        raise TypeError(f"{name}: unknown option(s) {unknown}; accepted: {list(accepted)}")
+    for key, value in options.items():
+        if not type_ok(value, accepted[key]):
+            raise TypeError(f"{name}: option {key!r} must be {type_name(accepted[key])}, got {type(value).__name__} {value!r}")
+    return LOADERS[name](root, limit=limit, **options)

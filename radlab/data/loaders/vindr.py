@@ -1,4 +1,4 @@
-"""VinDr-CXR (PhysioNet v1.0.0 layout, also the Kaggle VinBigData ``train.csv``).
+"""VinDr-CXR (PhysioNet v1.0.0 layout, or the Kaggle VinBigData download as it is).
 
 Layout (``root``)::
 
@@ -29,8 +29,17 @@ fracture, Clavicle fracture → Fracture; Pneumonia (global) → Pneumonia; No f
 ILD, Pulmonary fibrosis, Calcification, Emphysema, Enlarged PA, Mediastinal shift, Other lesion and
 the other global labels → none.
 
-VinDr has no patient ids (images are anonymised one per patient), so the image id stands in; the
-official train/test split is kept and ``val_fraction`` of train images is hashed into validate.
+Splits.  PhysioNet layout (test annotations present): the official train/test split is kept and
+``val_fraction`` of train images is hashed into validate.  VinDr has no patient ids there (images
+are anonymised one per patient), so the image id stands in.
+
+Kaggle layout (VinBigData: ``<root>/train.csv`` with ``class_id``, ``train/<image_id>.dicom``, and
+no test annotations -- Kaggle's test labels were never released): the folder loads as it is.  Only
+train is read, and its images are hashed into train / validate / test (80/10/10,
+:func:`radlab.data.loaders._common.hash_split`, as for the other datasets without an official
+split) by patient: the DICOM header's PatientID where it has one (then also the record's
+``patient_id``), else the image id.  Asking for ``splits=test`` without test annotations is an
+error naming the missing file.
 """
 
 from __future__ import annotations
@@ -59,7 +68,8 @@ from radlab.data.loaders._common import (
 from radlab.data.schema import new_record
 from radlab.formats import box_iou, clip_box, pixel_xyxy_to_norm
 
-LAYOUT = ("<root>/annotations/annotations_{train,test}.csv, images <root>/{train,test}/<image_id>.dicom (or an export "
+LAYOUT = ("<root>/annotations/annotations_{train,test}.csv (or Kaggle's <root>/train.csv alone: train only, "
+          "validate and test hashed from it), images <root>/{train,test}/<image_id>.dicom (or an export "
           "<root>/{train,test}_jpg/<image_id>.jpg | <root>/{train,test}/<image_id>.png with "
           "<root>/[annotations/]image_resolutions_{train,test}.json)")
 LOCAL_LABELS = (
@@ -148,7 +158,7 @@ def load_vindr(
     root: Path,
     *,
     limit: int | None = None,
-    splits: Sequence[str] = ("train", "test"),
+    splits: tuple[str, ...] = (),
     fuse: str = "wbf",
     iou_thr: float = 0.1,
     image_dir: str = "",
@@ -157,16 +167,25 @@ def load_vindr(
     seed: int = 0,
     check_images: bool = True,
 ) -> LoadResult:
-    """Load VinDr-CXR (see module docstring).  ``splits``: which official files to read."""
+    """Load VinDr-CXR (see module docstring).  ``splits``: which official annotation files to read
+    (``("train", "test")``, or one of them); empty: every one the folder has -- both for
+    PhysioNet's layout, train alone (hashed into train/validate/test) for Kaggle's."""
     if fuse not in ("wbf", "none"):
         raise ValueError(f"vindr: fuse must be 'wbf' or 'none', got {fuse!r}")
+    if isinstance(splits, str):
+        raise ValueError(f"vindr: splits must be a list of split names such as ('train',), got the string {splits!r}")
+    bad = [s for s in splits if s not in ("train", "test")]
+    if bad:
+        raise ValueError(f"vindr: official splits are 'train' and 'test', got {bad[0]!r}")
+    files = {split: find_first(root, [f"annotations/annotations_{split}.csv", f"annotations_{split}.csv",
+                                      # Kaggle's VinBigData ships the train annotations as train.csv (+ class_id).
+                                      *(["train.csv"] if split == "train" else [])])
+             for split in ("train", "test")}
+    # No test annotations (Kaggle's download): validate and test come from train by a patient hash.
+    hashed = files["test"] is None
     res = LoadResult()
-    for split in splits:
-        if split not in ("train", "test"):
-            raise ValueError(f"vindr: official splits are 'train' and 'test', got {split!r}")
-        # Kaggle's VinBigData ships the train annotations as train.csv (same columns + class_id).
-        kaggle = ["train.csv"] if split == "train" else []
-        csv_path = find_first(root, [f"annotations/annotations_{split}.csv", f"annotations_{split}.csv", *kaggle])
+    for split in splits or [s for s in ("train", "test") if files[s] is not None or s == "train"]:
+        csv_path = files[split]
         if csv_path is None:
             raise FileNotFoundError(f"vindr: required file not found: {root / 'annotations' / f'annotations_{split}.csv'}"
                                     f"\nexpected layout: {LAYOUT}")
@@ -193,19 +212,34 @@ def load_vindr(
                 return res
             _load_image(res, finder, csv_path, split, iid, rows, sizes, fuse=fuse, iou_thr=iou_thr,
                         size_from_image=size_from_image, val_fraction=val_fraction, seed=seed,
-                        check_images=check_images)
+                        check_images=check_images, hashed=hashed)
     return res
+
+
+def _stored_image(res: LoadResult, path: Path, csv_path: Path, line: int) -> tuple[tuple[int, int] | None, str]:
+    """``((width, height), DICOM PatientID or "")`` of the stored image, one header read;
+    ``(None, "")`` after logging it missing or unreadable."""
+    from radlab.data.images import ImageLoadError, dicom_header, is_dicom
+
+    if not (path.is_file() and is_dicom(path)):
+        return res.image_size(path, csv_path, line), ""
+    try:
+        head = dicom_header(path)
+    except ImageLoadError:
+        res.skip(csv_path, line, f"unreadable image file {path}")
+        return None, ""
+    return (int(head["width"]), int(head["height"])), str(head.get("patient_id", "")).strip()
 
 
 def _load_image(res: LoadResult, finder: ImageFinder, csv_path: Path, split: str, iid: str,
                 rows: list[tuple[int, dict]], sizes: dict[str, tuple[float, float]], *, fuse: str, iou_thr: float,
-                size_from_image: bool, val_fraction: float, seed: int, check_images: bool) -> None:
+                size_from_image: bool, val_fraction: float, seed: int, check_images: bool, hashed: bool) -> None:
     first_line = rows[0][0]
     found = finder.find(iid) if (check_images or size_from_image) else None
     path = found or finder.default(iid)
-    stored = None
+    stored, dicom_patient = None, ""
     if check_images or size_from_image:
-        stored = res.image_size(path, csv_path, first_line)
+        stored, dicom_patient = _stored_image(res, path, csv_path, first_line)
         if stored is None:
             return
     from radlab.data.images import is_dicom
@@ -273,10 +307,17 @@ def _load_image(res: LoadResult, finder: ImageFinder, csv_path: Path, split: str
         if c not in unlocalised
     ]
     labels = present + (["No finding"] if n_nofinding and not present else [])
-    out_split = "test" if split == "test" else hash_split(iid, seed, (1 - val_fraction, val_fraction, 0.0))
+    patient = iid
+    if split == "test":
+        out_split = "test"
+    elif hashed:
+        patient = dicom_patient or iid
+        out_split = hash_split(patient, seed)
+    else:
+        out_split = hash_split(iid, seed, (1 - val_fraction, val_fraction, 0.0))
     rec = new_record(
         id=f"vindr-{iid}",
-        patient_id=iid,
+        patient_id=patient,
         study_id=iid,
         split=out_split,
         source="vindr",
