@@ -693,10 +693,11 @@ def test_siim_image_dirs_from_a_sources_item(tmp_path: Path) -> None:
     ("coco:root=/x:label_map=a", r"option 'label_map' of loader 'coco' is a mapping"),
 ])
 def test_a_wrong_option_value_is_one_clear_error(tmp_path: Path, item: str, message: str) -> None:
-    from radlab.params import DataParams, ParamError
+    from radlab.config import validate
+    from radlab.vocab import ParamError
 
     with pytest.raises(ParamError, match=message):
-        DataParams(output_root=str(tmp_path), sources=item)
+        validate("data", {"output_root": str(tmp_path), "sources": item}, check_inputs=False)
 
 
 def test_python_callers_get_typed_options_too(tmp_path: Path) -> None:
