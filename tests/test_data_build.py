@@ -197,8 +197,9 @@ def test_readers_write_nothing_into_the_finished_data_folder(smoke_root):
     # A later stage maps and filters the data stage's datasets (radlab's own calls, and TRL's on
     # what it is given); datasets would cache each result as cache-*.arrow beside the source.
     from radlab import shortcuts
+    from radlab.data.build import load_data_split
     from radlab.evaluation import load_eval_dataset
-    from radlab.training.common import filter_tasks, load_data_split
+    from radlab.training.common import filter_tasks
 
     data = smoke_root / "smoke" / "data"
     before = {p: p.stat().st_mtime_ns for p in data.rglob("*") if p.is_file()}
