@@ -12,10 +12,11 @@ import pytest
 
 from radlab import analysis, runs
 from radlab import evaluation as ev
-from radlab.config import ParamError, validate
+from radlab.config import validate
 from radlab.experiment import discover_models, label_runs, replicates, split_replicate
 from radlab.metrics import paired_bootstrap
 from radlab.plots_analysis import make_figures, one_per_label, replicate_differences
+from radlab.vocab import ParamError
 
 # ---------------------------------------------------------------------------------------------
 # Which runs are replicates of which (from params.yaml)
